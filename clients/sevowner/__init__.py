@@ -1,0 +1,1 @@
+"""sevowner: the guest owner side of SEV (sessions, measurement and chain checks, secrets)."""
