@@ -236,8 +236,8 @@ class Schema:
             if is_int and _INT64[0] <= v <= _UINT64[1]:
                 return None
             return f"Parameter '{full}' expects {qtype}"
-        if not is_int or not _INT64[0] <= v <= _INT64[1] and not (
-                qtype.startswith("uint") and 0 <= v <= _UINT64[1]):
+        if not is_int or (not _INT64[0] <= v <= _INT64[1] and not (
+                qtype.startswith("uint") and 0 <= v <= _UINT64[1])):
             return f"Invalid parameter type for '{full}', expected: integer"
         if qtype in _SIZED:
             lo, hi, cname = _SIZED[qtype]

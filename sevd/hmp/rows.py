@@ -1,99 +1,101 @@
-"""QEMU's own rows of ``hmp-commands.hx``/``hmp-commands-info.hx`` for the commands sevd
-offers, so that every table built on them says exactly what QEMU says in ``help`` and in
-its error messages (which quote the row's name, aliases included: ``print|p: ...``).
+"""sevd's HMP command rows: QEMU's names, parameters and help texts, wired to operations.
 
-``args_type`` comes from the .hx sources; ``params`` and ``help`` are the texts a real
-QEMU 7.2 printed for ``help`` (unchanged in 9.2 for these rows). A row is data only:
-:func:`command` pairs it with a handler.
-
-This module must not import transports, the QMP protocol layer or the domain.
+Each row's handler calls the same domain operation as the QMP command of the same meaning
+(one implementation each); the rows only format text as QEMU's `hmp_*` functions do.
+`guest_monitor()` serves guest sockets, `host_monitor()` the control socket (help and
+`info version` only, DESIGN §3).
 """
 
 from __future__ import annotations
 
-from sevd.hmp.table import Handler, HmpCommand
+import functools
+from typing import Any
 
-__all__ = ["COMMANDS", "INFO_COMMANDS", "command", "info_command"]
-
-#: name (with aliases) -> (args_type, params, help), top-level table.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "help|?": ("name:S?", "[cmd]", "show the help"),
-    "info": ("item:s?", "[subcommand]", "show various information about the system state"),
-    "quit|q": ("", "", "quit the emulator"),
-    "stop|s": ("", "", "stop emulation"),
-    "cont|c": ("", "", "resume emulation"),
-    "system_reset": ("", "", "reset the system"),
-    "system_powerdown": ("", "", "send system power down event"),
-    "system_wakeup": ("", "", "wakeup guest from suspend"),
-    "nmi": ("", "", "inject an NMI"),
-    "cpu": ("index:i", "index", "set the default CPU"),
-    "x": ("fmt:/,addr:l", "/fmt addr", "virtual memory dump starting at 'addr'"),
-    "xp": ("fmt:/,addr:l", "/fmt addr", "physical memory dump starting at 'addr'"),
-    "print|p": (
-        "fmt:/,val:l",
-        "/fmt expr",
-        "print expression value (use $reg for CPU register access)",
-    ),
-    "memsave": (
-        "val:l,size:i,filename:s",
-        "addr size file",
-        "save to disk virtual memory dump starting at 'addr' of size 'size'",
-    ),
-    "pmemsave": (
-        "val:l,size:i,filename:s",
-        "addr size file",
-        "save to disk physical memory dump starting at 'addr' of size 'size'",
-    ),
-    "sum": ("start:i,size:i", "addr size", "compute the checksum of a memory region"),
-    "gva2gpa": (
-        "addr:l",
-        "addr",
-        "print the guest physical address corresponding to a guest virtual address",
-    ),
-    "gpa2hva": (
-        "addr:l",
-        "addr",
-        "print the host virtual address corresponding to a guest physical address",
-    ),
-    "gpa2hpa": (
-        "addr:l",
-        "addr",
-        "print the host physical address corresponding to a guest physical address",
-    ),
-}
-
-#: name -> (args_type, params, help), the ``info`` sub-table.
-INFO_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "version": ("", "", "show the version of QEMU"),
-    "status": ("", "", "show the current VM status (running|paused)"),
-    "kvm": ("", "", "show KVM information"),
-    "sev": ("", "", "show SEV information"),
-    "name": ("", "", "show the current VM name"),
-    "uuid": ("", "", "show the current VM UUID"),
-    "cpus": ("", "", "show infos for each CPU"),
-    "registers": (
-        "cpustate_all:-a,vcpu:i?",
-        "[-a|vcpu]",
-        "show the cpu registers (-a: show register info for all cpus; vcpu: specific vCPU"
-        " to query; show the current CPU's registers if no argument is specified)",
-    ),
-    "mem": ("", "", "show the active virtual memory mappings"),
-    "tlb": ("", "", "show virtual to physical memory mappings"),
-    "migrate": ("", "", "show migration status"),
-    "dump": ("", "", "Display the latest dump status"),
-    "roms": ("", "", "show roms"),
-}
+from sevd.hmp.parser import DumpDefaults
+from sevd.hmp.table import HmpCommand, HmpMonitor
 
 
-def command(
-    name: str, handler: Handler | None, subcommands: list[HmpCommand] | None = None
-) -> HmpCommand:
-    """The QEMU row ``name`` (a key of :data:`COMMANDS`, aliases included) with a handler."""
-    args_type, params, help_ = COMMANDS[name]
-    return HmpCommand(name, args_type, params, help_, handler, subcommands)
+def _guest(ctx: Any) -> Any:
+    return ctx.the_guest
 
 
-def info_command(name: str, handler: Handler | None) -> HmpCommand:
-    """The QEMU row ``info <name>`` (a key of :data:`INFO_COMMANDS`) with a handler."""
-    args_type, params, help_ = INFO_COMMANDS[name]
-    return HmpCommand(name, args_type, params, help_, handler)
+def info_version(ctx: Any, args: dict[str, Any]) -> str:
+    v = ctx.app.version_info()
+    q = v["qemu"]
+    # hmp_info_version(): "%d.%d.%d%s\n" — no space before the package.
+    return f"{q['major']}.{q['minor']}.{q['micro']}{v['package']}\n"
+
+
+def info_status(ctx: Any, args: dict[str, Any]) -> str:
+    g = _guest(ctx)
+    text = "VM status: " + ("running" if g.running else "paused")
+    if not g.running and g.state.value != "paused":
+        text += f" ({g.state.value})"
+    return text + "\n"
+
+
+def info_name(ctx: Any, args: dict[str, Any]) -> str:
+    return _guest(ctx).name + "\n"
+
+
+def info_uuid(ctx: Any, args: dict[str, Any]) -> str:
+    return _guest(ctx).config.uuid + "\n"
+
+
+def info_kvm(ctx: Any, args: dict[str, Any]) -> str:
+    enc = "enabled" if getattr(_guest(ctx), "sev", None) else "disabled"
+    # The 2016 RFC's extra line follows "kvm support:".
+    return f"kvm support: enabled\nmemory encryption: {enc}\n"
+
+
+def _op(name: str) -> Any:
+    def handler(ctx: Any, args: dict[str, Any]) -> None:
+        getattr(_guest(ctx), name)()
+    return handler
+
+
+def _quit(ctx: Any, args: dict[str, Any]) -> None:
+    from sevd.commands.runstate import quit_guest
+    quit_guest(ctx, {})
+
+
+_INFO_VERSION = HmpCommand("version", "", "", "show the version of QEMU", info_version)
+
+
+def _defaults(ctx: Any) -> DumpDefaults:
+    slot = ctx.app.slots[ctx.the_guest.name]
+    if slot.dump_defaults is None:
+        slot.dump_defaults = DumpDefaults()
+    return slot.dump_defaults  # type: ignore[no-any-return]
+
+
+@functools.cache
+def guest_monitor() -> HmpMonitor:
+    info = [
+        _INFO_VERSION,
+        HmpCommand("status", "", "", "show the current VM status (running|paused)",
+                   info_status),
+        HmpCommand("name", "", "", "show the current VM name", info_name),
+        HmpCommand("uuid", "", "", "show the current VM UUID", info_uuid),
+        HmpCommand("kvm", "", "", "show KVM information", info_kvm),
+    ]
+    rows = [
+        HmpCommand("info", "item:s?", "[subcommand]",
+                   "show various information about the system state", None,
+                   subcommands=info),
+        HmpCommand("stop|s", "", "", "stop emulation", _op("stop")),
+        HmpCommand("cont|c", "", "", "resume emulation", _op("cont")),
+        HmpCommand("system_reset", "", "", "reset the system", _op("system_reset")),
+        HmpCommand("system_powerdown", "", "", "send system power down event",
+                   _op("system_powerdown")),
+        HmpCommand("quit|q", "", "", "quit the emulator", _quit),
+    ]
+    return HmpMonitor(rows, defaults=_defaults)
+
+
+@functools.cache
+def host_monitor() -> HmpMonitor:
+    rows = [HmpCommand("info", "item:s?", "[subcommand]",
+                       "show various information about the system state", None,
+                       subcommands=[_INFO_VERSION])]
+    return HmpMonitor(rows)

@@ -1,0 +1,57 @@
+"""Run-state commands of a guest socket; HMP's stop/cont/system_reset call these too."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sevd.commands.registry import GUEST, HOST, Ctx, command
+
+
+@command("query-status", GUEST)
+def query_status(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    g = ctx.the_guest
+    return {"running": g.running, "singlestep": False, "status": g.state.value}
+
+
+@command("stop", GUEST)
+def stop(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.the_guest.stop()
+    return {}
+
+
+@command("cont", GUEST)
+def cont(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.the_guest.cont()
+    return {}
+
+
+@command("system_reset", GUEST)
+def system_reset(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.the_guest.system_reset()
+    return {}
+
+
+@command("system_powerdown", GUEST)
+def system_powerdown(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    ctx.the_guest.system_powerdown()
+    return {}
+
+
+@command("quit", GUEST)
+def quit_guest(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    guest = ctx.the_guest
+    guest.quit()
+    # The reply goes out first; the instance ends on the next loop iteration (QEMU: "every
+    # attempt is made to send the QMP response before terminating").
+    app = ctx.app
+    task = asyncio.get_running_loop().create_task(app.remove_guest(guest.name))
+    app.background.add(task)
+    task.add_done_callback(app.background.discard)
+    return {}
+
+
+@command("quit", HOST)
+def quit_daemon(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    asyncio.get_running_loop().call_soon(ctx.app.request_quit)
+    return {}

@@ -1,0 +1,167 @@
+"""Wiring: configuration → schema → application → listeners; signals and shutdown.
+
+The daemon owns every long-lived object: the control endpoint, one endpoint per guest, the
+lock that keeps a second daemon off the same runtime directory, and the shutdown sequence
+(stop accepting, let in-flight commands finish and their replies go out, SHUTDOWN events,
+close sessions, remove socket files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from sevd import __version__
+from sevd.commands.app import App, GuestSlot
+from sevd.commands.schema import Schema
+from sevd.config import Config
+from sevd.domain.errors import DomainError
+from sevd.protocol.session import Limits
+from sevd.transports.unix import (
+    AccessPolicy,
+    ConnectionBudget,
+    EndpointOptions,
+    SocketPathError,
+    UnixEndpoint,
+    check_path,
+)
+
+log = logging.getLogger("sevd")
+
+SHUTDOWN_GRACE = 5.0  # seconds in-flight commands get to finish on SIGTERM
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the text says why."""
+
+
+class Daemon:
+    def __init__(self, config: Config, *, validate_returns: bool = False) -> None:
+        self.config = config
+        self.validate_returns = validate_returns
+        self.stopping = asyncio.Event()
+        self.endpoints: dict[str, UnixEndpoint] = {}
+        self.control: UnixEndpoint | None = None
+        self._lock_fd: int | None = None
+        c = config
+        self.options = EndpointOptions(
+            limits=Limits(max_message=c["qmp.max_message"], max_nesting=c["qmp.max_nesting"],
+                          max_output=c["qmp.max_output"],
+                          negotiation_timeout=c["qmp.negotiation_timeout"] or None),
+            access=AccessPolicy(frozenset(c["access.allow_uids"]),
+                                frozenset(c["access.allow_gids"])),
+            max_clients=c["qmp.max_clients_per_socket"], backlog=c["qmp.backlog"],
+            socket_mode=int(c["qmp.socket_mode"], 8))
+        self.budget = ConnectionBudget(max_total=c["qmp.max_clients_total"])
+        major, minor, micro = (int(x) for x in c["qmp.qemu_version"].split("."))
+        self.app = App(Schema(), qemu_version=(major, minor, micro),
+                       validate_returns=validate_returns)
+        self.app.sockets = self
+        self.app.request_quit = self.stopping.set
+
+    # -- guest sockets (App.sockets) --------------------------------------------------------
+
+    def guest_socket_path(self, name: str) -> str:
+        return str(self.config.guest_socket_dir / f"{name}.qmp")
+
+    async def open_guest(self, slot: GuestSlot) -> None:
+        path = self.guest_socket_path(slot.guest.name)
+        try:
+            check_path(path)
+            endpoint = UnixEndpoint(path, slot.dispatcher, slot.hub, self.app.greeting,
+                                    self.options, self.budget)
+            await endpoint.start()
+        except SocketPathError as e:
+            raise DomainError(str(e)) from None
+        except OSError as e:
+            raise DomainError(f"Cannot create socket '{path}': {e.strerror}") from None
+        slot.socket_path = path
+        self.endpoints[slot.guest.name] = endpoint
+
+    async def close_guest(self, slot: GuestSlot) -> None:
+        endpoint = self.endpoints.pop(slot.guest.name, None)
+        if endpoint is not None:
+            await endpoint.close()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _prepare_dirs(self) -> None:
+        rd = self.config.runtime_dir
+        for d in (rd, self.config.guest_socket_dir, Path(self.config.control_socket).parent):
+            d.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(rd / "sevd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(f"another sevd is running on {rd} (it holds {rd}/sevd.lock); "
+                               "refusing to take over its sockets") from None
+        self._lock_fd = fd
+        # Guest sockets of a crashed predecessor: nobody can be listening on them now.
+        for stale in self.config.guest_socket_dir.glob("*.qmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+    async def start(self) -> None:
+        self._prepare_dirs()
+        try:
+            self.control = UnixEndpoint(self.config.control_socket, self.app.control,
+                                        self.app.host_hub, self.app.greeting, self.options,
+                                        self.budget)
+            await self.control.start()
+        except (SocketPathError, OSError) as e:
+            raise StartupError(f"cannot listen on {self.config.control_socket}: {e}") from None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
+
+    def _sighup(self) -> None:
+        # Logs go to stderr (journald); there is no log file to reopen and nothing that is
+        # safe to reload while guests run, so SIGHUP is acknowledged and otherwise ignored.
+        log.info("SIGHUP: nothing to reload (logs go to stderr; restart to apply config)")
+
+    async def run(self) -> int:
+        await self.start()
+        print(f"sevd {__version__} listening on {self.config.control_socket} "
+              f"(guest sockets in {self.config.guest_socket_dir})", flush=True)
+        await self.stopping.wait()
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        log.info("shutting down")
+        endpoints = [e for e in [self.control, *self.endpoints.values()] if e is not None]
+        for e in endpoints:
+            e.stop_accepting()
+        # Let in-flight commands finish so their replies are written.
+        pending = {s._task for e in endpoints for s in e.sessions
+                   if s._task is not None and not s._task.done()}
+        pending |= set(self.app.background)
+        if pending:
+            await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+        for slot in list(self.app.slots.values()):
+            self.app.emit(slot.guest.name, "SHUTDOWN", {"guest": False, "reason": "host-signal"})
+        for name in list(self.app.slots):
+            with contextlib.suppress(DomainError):
+                await self.app.remove_guest(name)
+        if self.control is not None:
+            await self.control.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def setup_logging(level: str) -> None:
+    # Under systemd (JOURNAL_STREAM set) journald stamps each line itself.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
