@@ -5,7 +5,7 @@
 * :mod:`sevd.hmp.dump` — ``x``/``xp``/``print``/``gva2gpa``/``info mem``/``info tlb`` text;
 * :mod:`sevd.hmp.table` — the command table and dispatcher (``help``, ``info``,
   ``unknown command``, ``Try "help ..."``, ``\\r\\n`` line ends);
-* :mod:`sevd.hmp.rows` — QEMU's own rows (args_type, params, help) for sevd's commands.
+* :mod:`sevd.hmp.qemu_rows` — QEMU's own rows (args_type, params, help) for sevd's commands.
 
 Synchronous and side-effect free: nothing here imports transports or the QMP protocol.
 """
