@@ -8,8 +8,8 @@ packet and OVMF secret table, the legacy attestation report, the OVMF footer tab
 kernel-hashes table, the launch digest and the SEV-ES VMSA as QEMU builds it.
 
 Rules (DESIGN §9): everything here is pure and synchronous, takes and returns ``bytes``,
-and depends only on the standard library and ``cryptography``. Nothing in this package
-may import anything else from ``sevd`` (or from ``sevowner``/``sevctl``): both sides build on
+and depends only on the standard library and ``cryptography``. Modules in this package
+must not import anything else from ``sevd`` (or from ``sevowner``/``sevctl``): both sides build on
 it, and nothing else is shared between them. The facts come from
 ``reference/sev-firmware.md``; every module is tested against published vectors.
 """
