@@ -35,11 +35,11 @@ def info_status(ctx: Any, args: dict[str, Any]) -> str:
 
 
 def info_name(ctx: Any, args: dict[str, Any]) -> str:
-    return _guest(ctx).name + "\n"
+    return f"{_guest(ctx).name}\n"
 
 
 def info_uuid(ctx: Any, args: dict[str, Any]) -> str:
-    return _guest(ctx).config.uuid + "\n"
+    return f"{_guest(ctx).config.uuid}\n"
 
 
 def info_kvm(ctx: Any, args: dict[str, Any]) -> str:
