@@ -50,7 +50,7 @@ def _double(value: float) -> str:
     if math.isinf(value) or math.isnan(value):
         # QEMU prints `inf`, which is not JSON; echo what the client sent (DESIGN §8).
         return value.text if isinstance(value, JFloat) else "null"
-    return "%.17g" % value
+    return format(value, ".17g")
 
 
 def _slow(value: Any) -> str:

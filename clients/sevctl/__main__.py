@@ -1,0 +1,175 @@
+"""`sevctl`: the command line of sevd (guests, raw QMP and HMP) and the guest owner's verbs.
+
+Exit status 0 on success; on an error one line on stderr and 1 (2 when sevd cannot be
+reached, as with a bad usage). `--json` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from typing import Any
+
+from sevctl.qmpclient import CliError, Connection, default_socket, guest_socket
+
+_SIZE = re.compile(r"(\d+)([KMGT]i?B?)?\Z", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def size(text: str) -> int:
+    """Bytes, or a number with K/M/G/T (binary units, as QEMU's -m)."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid size '{text}' (e.g. 268435456, 512M, 4G)")
+    return int(m.group(1)) * _UNITS[(m.group(2) or "")[:1].lower()]
+
+
+def _emit(args: argparse.Namespace, value: Any, human: str) -> None:
+    if args.json:
+        print(json.dumps(value, indent=2))
+    elif human:
+        print(human)
+
+
+def _fmt_mem(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} B"
+
+
+def _table(guests: list[dict[str, Any]]) -> str:
+    if not guests:
+        return "no guests"
+    rows = [("NAME", "STATUS", "MEMORY", "CPUS", "SOCKET")]
+    rows += [(g["name"], g["status"], _fmt_mem(g["memory"]), str(g["cpus"]), g["socket"])
+             for g in guests]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[4]
+                     for r in rows)
+
+
+async def guest_list(args: argparse.Namespace) -> int:
+    async with Connection(args.socket) as c:
+        guests = await c.execute("query-guests")
+    _emit(args, guests, _table(guests))
+    return 0
+
+
+async def guest_add(args: argparse.Namespace) -> int:
+    spec: dict[str, Any] = {"name": args.name}
+    if args.memory is not None:
+        spec["memory"] = args.memory
+    if args.cpus is not None:
+        spec["cpus"] = args.cpus
+    if args.uuid:
+        spec["uuid"] = args.uuid
+    if args.start:
+        spec["start"] = True
+    async with Connection(args.socket) as c:
+        info = await c.execute("guest-add", spec)
+    _emit(args, info, f"guest {info['name']} added ({info['status']}), "
+                      f"monitor socket {info['socket']}")
+    return 0
+
+
+async def guest_remove(args: argparse.Namespace) -> int:
+    async with Connection(args.socket) as c:
+        await c.execute("guest-remove", {"name": args.name})
+    _emit(args, {}, f"guest {args.name} removed")
+    return 0
+
+
+async def _target(args: argparse.Namespace) -> str:
+    return await guest_socket(args.socket, args.guest) if args.guest else args.socket
+
+
+async def qmp(args: argparse.Namespace) -> int:
+    try:
+        cmd_args = json.loads(args.arguments) if args.arguments else None
+    except ValueError as e:
+        raise CliError(f"arguments are not JSON: {e}") from None
+    if cmd_args is not None and not isinstance(cmd_args, dict):
+        raise CliError("arguments must be a JSON object")
+    async with Connection(await _target(args)) as c:
+        result = await c.execute(args.command, cmd_args)
+    if args.json or not isinstance(result, str):
+        print(json.dumps(result, indent=2))
+    else:
+        print(result)
+    return 0
+
+
+async def hmp(args: argparse.Namespace) -> int:
+    async with Connection(await _target(args)) as c:
+        out = await c.execute("human-monitor-command", {"command-line": args.line})
+    if args.json:
+        print(json.dumps(out))
+    else:
+        sys.stdout.write(out.replace("\r\n", "\n"))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sevctl", description="Control sevd and act as an SEV "
+                                "guest owner.")
+    p.add_argument("--socket", default=None,
+                   help="sevd's control socket (default: $SEVD_SOCKET, then sevd's default)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    guest = sub.add_parser("guest", help="list, add and remove guests")
+    gsub = guest.add_subparsers(dest="action", required=True)
+    gl = gsub.add_parser("list", help="list guests")
+    gl.set_defaults(run=guest_list)
+    ga = gsub.add_parser("add", help="add a guest (paused in prelaunch unless --start)")
+    ga.add_argument("name")
+    ga.add_argument("--memory", type=size, help="RAM, e.g. 512M (default 256M)")
+    ga.add_argument("--cpus", type=int)
+    ga.add_argument("--uuid")
+    ga.add_argument("--start", action="store_true", help="run straight through (no -S)")
+    ga.set_defaults(run=guest_add)
+    gr = gsub.add_parser("remove", help="remove a guest")
+    gr.add_argument("name")
+    gr.set_defaults(run=guest_remove)
+
+    q = sub.add_parser("qmp", help="run one QMP command")
+    q.add_argument("--guest", help="on this guest's socket instead of the control socket")
+    q.add_argument("command")
+    q.add_argument("arguments", nargs="?", help="arguments as a JSON object")
+    q.set_defaults(run=qmp)
+
+    h = sub.add_parser("hmp", help="run one HMP command line")
+    h.add_argument("--guest", help="on this guest's socket instead of the control socket")
+    h.add_argument("line")
+    h.set_defaults(run=hmp)
+
+    try:
+        from sevctl.owner_cli import add_owner_commands
+    except ImportError:  # the guest owner's verbs are optional at import time
+        pass
+    else:
+        add_owner_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.socket is None:
+        args.socket = default_socket()
+    try:
+        if hasattr(args, "run"):
+            return int(asyncio.run(args.run(args)))
+        return int(args.func(args))
+    except CliError as e:
+        print(f"sevctl: {e}", file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Shared fixtures: a real sevd process on short temporary paths, and a raw QMP client.
+
+Integration tests talk to the daemon as clients do: over its unix sockets, with qemu.qmp or
+with `RawQmp` when the exact bytes matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DaemonProc:
+    """A running `python -m sevd` with its directories."""
+
+    base: Path
+    proc: subprocess.Popen[bytes]
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def control(self) -> str:
+        return str(self.base / "run" / "sevd.sock")
+
+    def guest_socket(self, name: str) -> str:
+        return str(self.base / "run" / "guests" / f"{name}.qmp")
+
+    @property
+    def state_dir(self) -> Path:
+        return self.base / "state"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def short_tmpdir() -> Path:
+    """Unix socket paths are limited to 107 bytes: keep test directories short."""
+    return Path(tempfile.mkdtemp(prefix="sv", dir="/tmp"))
+
+
+def start_daemon(base: Path, *extra: str, env: dict[str, str] | None = None,
+                 wait: bool = True) -> DaemonProc:
+    args = [sys.executable, "-m", "sevd", "--runtime-dir", str(base / "run"),
+            "--state-dir", str(base / "state"), "--validate-returns", *extra]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})}, cwd=str(base))
+    d = DaemonProc(base, proc, args)
+    if wait:
+        deadline = time.monotonic() + 15
+        while not os.path.exists(d.control):
+            if proc.poll() is not None:
+                raise RuntimeError("sevd exited: " + proc.stderr.read().decode()
+                                   if proc.stderr else "")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("sevd did not create its control socket")
+            time.sleep(0.02)
+    return d
+
+
+@pytest.fixture
+def daemon() -> Iterator[DaemonProc]:
+    base = short_tmpdir()
+    d = start_daemon(base)
+    try:
+        yield d
+    finally:
+        code = d.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        assert code == 0, f"sevd exited with {code}: {d.proc.stderr.read().decode()}"
+
+
+class RawQmp:
+    """A byte-level QMP client: send exactly these bytes, read exactly those lines."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.greeting = b""
+
+    @classmethod
+    async def connect(cls, path: str, negotiate: bool = False) -> RawQmp:
+        reader, writer = await asyncio.open_unix_connection(path, limit=64 << 20)
+        c = cls(reader, writer)
+        c.greeting = await c.line()
+        if negotiate:
+            await c.send(b'{"execute":"qmp_capabilities"}')
+            assert await c.line() == b'{"return": {}}\r\n'
+        return c
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def line(self, timeout: float = 10) -> bytes:
+        return await asyncio.wait_for(self.reader.readline(), timeout)
+
+    async def lines(self, n: int, timeout: float = 10) -> list[bytes]:
+        return [await self.line(timeout) for _ in range(n)]
+
+    async def cmd(self, data: bytes) -> bytes:
+        await self.send(data)
+        return await self.line()
+
+    async def silent(self, wait: float = 0.2) -> bool:
+        """True if nothing arrives within `wait` seconds."""
+        try:
+            await asyncio.wait_for(self.reader.readline(), wait)
+        except TimeoutError:
+            return True
+        return False
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, BrokenPipeError):
+            pass
+
+
+@pytest.fixture
+async def raw_control(daemon: DaemonProc) -> AsyncIterator[RawQmp]:
+    c = await RawQmp.connect(daemon.control)
+    yield c
+    await c.close()
+
+
+async def add_guest(daemon: DaemonProc, name: str = "vm1", **args: Any) -> str:
+    """guest-add through qemu.qmp; returns the guest's socket path."""
+    from qemu.qmp import QMPClient
+
+    c = QMPClient("fixture")
+    await c.connect(daemon.control)
+    try:
+        info = await c.execute("guest-add", {"name": name, **args})
+    finally:
+        await c.disconnect()
+    return str(info["socket"])
