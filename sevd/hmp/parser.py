@@ -414,7 +414,8 @@ def _strtosz_mib(s: str, i: int) -> tuple[int, int] | None:
         end = h.end()
         if s[end] == "." or _suffix_mul(s[end]) > 0:
             return None
-        val = int(h.group(1), 16)
+        # Hexadecimal takes no suffix but still the default unit: "0x10" is 16 MiB.
+        val = int(h.group(1), 16) * _suffix_mul("M")
         return (val, end) if val <= _M64 else None
     m = _SIZE_INT.match(s, i)
     fraction = 0.0
