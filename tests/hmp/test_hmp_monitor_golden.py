@@ -272,7 +272,7 @@ def test_sticky_defaults_between_commands(hmp: Any) -> None:
 
 
 def test_sticky_defaults_are_per_guest(monitor: Any) -> None:
-    from conftest import FakeGuest
+    from hmp_fakes import FakeGuest
 
     a, b = FakeGuest(), FakeGuest()
     monitor.run("xp /2xb 0", a)
