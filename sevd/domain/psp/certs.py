@@ -101,9 +101,7 @@ def rsa_pss_sign_det(
     s2 = pow(m, numbers.dmq1, numbers.q)
     s = s2 + numbers.q * ((numbers.iqmp * (s1 - s2)) % numbers.p)
     signature = s.to_bytes((n.bit_length() + 7) // 8, "big")
-    key.public_key().verify(
-        signature, message, padding.PSS(padding.MGF1(hash_alg), hlen), hash_alg
-    )
+    key.public_key().verify(signature, message, padding.PSS(padding.MGF1(hash_alg), hlen), hash_alg)
     return signature
 
 
@@ -133,9 +131,10 @@ def _signer_valid(signer: CertKey) -> bool:
     # ASPFW pubkey_is_valid: a known usage and a signature algorithm over a valid key
     # (SevCert/AmdCaCert parsing already proved the point / modulus).
     usage, algo = _signer_usage_algo(signer)
-    return usage in (
-        Usage.ARK, Usage.ASK, Usage.OCA, Usage.PEK, Usage.PDH, Usage.CEK
-    ) and algo is not Algo.INVALID
+    return (
+        usage in (Usage.ARK, Usage.ASK, Usage.OCA, Usage.PEK, Usage.PDH, Usage.CEK)
+        and algo is not Algo.INVALID
+    )
 
 
 def _slot_verifies(cert: SevCert, signer: CertKey, signature: bytes, algo: Algo) -> bool:

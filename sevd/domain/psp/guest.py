@@ -65,10 +65,11 @@ class PlatformStatus:
     def to_bytes(self) -> bytes:
         """The 12-byte PLATFORM_STATUS buffer (owner = byte 3 bit 0, ES = byte 4 bit 0,
         build = byte 7, §16.20)."""
-        return bytes(
-            [self.api_major, self.api_minor, int(self.state), int(self.owner)]
-        ) + int(self.config_es).to_bytes(2, "little") + bytes([0, self.build]) + (
-            self.guest_count.to_bytes(4, "little")
+        return (
+            bytes([self.api_major, self.api_minor, int(self.state), int(self.owner)])
+            + int(self.config_es).to_bytes(2, "little")
+            + bytes([0, self.build])
+            + (self.guest_count.to_bytes(4, "little"))
         )
 
 

@@ -265,9 +265,7 @@ class PersistentStore:
         return store
 
 
-def new_oca(
-    drbg: HmacDrbg, api: tuple[int, int]
-) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+def new_oca(drbg: HmacDrbg, api: tuple[int, int]) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
     """A new self-signed OCA (ASPFW ``sev_oca_generate``): P-384, ECDSA-SHA256."""
     key = ec_key_from_bits(drbg)
     cert = SevCert.new(Usage.OCA, Algo.ECDSA_SHA256, key.public_key(), *api)
@@ -325,9 +323,11 @@ class PlatformIdentity:
     def chip_id(self) -> bytes:
         """GET_ID for one socket: X ‖ Y (32 bytes each, big-endian) of the secp256k1
         public key of the chip-unique key (ASPFW ``sev_get_id``)."""
-        numbers = ec.derive_private_key(
-            int.from_bytes(self.chip_key, "big"), ec.SECP256K1()
-        ).public_key().public_numbers()
+        numbers = (
+            ec.derive_private_key(int.from_bytes(self.chip_key, "big"), ec.SECP256K1())
+            .public_key()
+            .public_numbers()
+        )
         return numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
 
     def copy(self) -> PlatformIdentity:
@@ -336,14 +336,18 @@ class PlatformIdentity:
 
     def to_bytes(self) -> bytes:
         store = self.store.to_bytes()
-        return _MAGIC + struct.pack("<H", _VERSION) + b"".join(
-            (
-                _record(_Tag.PROFILE, self.profile.encode("ascii")),
-                _record(_Tag.CHIP_KEY, self.chip_key),
-                _record(_Tag.ROOTS, self.roots.to_bytes()),
-                _record(_Tag.CEK_CERT, self.cek_cert),
-                _record(_Tag.STORE, store),
-                _record(_Tag.STORE_SHA256, hashlib.sha256(store).digest()),
+        return (
+            _MAGIC
+            + struct.pack("<H", _VERSION)
+            + b"".join(
+                (
+                    _record(_Tag.PROFILE, self.profile.encode("ascii")),
+                    _record(_Tag.CHIP_KEY, self.chip_key),
+                    _record(_Tag.ROOTS, self.roots.to_bytes()),
+                    _record(_Tag.CEK_CERT, self.cek_cert),
+                    _record(_Tag.STORE, store),
+                    _record(_Tag.STORE_SHA256, hashlib.sha256(store).digest()),
+                )
             )
         )
 

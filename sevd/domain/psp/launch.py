@@ -160,9 +160,7 @@ class LaunchCommands(ChannelMixin):
             raise SevError(SevStatus.INACTIVE)
         hdr = SecretHeader.from_bytes(header)
         assert guest.measure is not None
-        expected = secret_mac(
-            guest.tik, hdr.flags, hdr.iv, glen, trans_len, payload, guest.measure
-        )
+        expected = secret_mac(guest.tik, hdr.flags, hdr.iv, glen, trans_len, payload, guest.measure)
         if not mac_equal(expected, hdr.mac):
             raise SevError(SevStatus.BAD_MEASUREMENT)
         if hdr.compressed:
