@@ -135,7 +135,12 @@ def test_register_lookup_may_raise_lookup_error() -> None:
 
 def test_register_names_are_cut_like_qemus_buffer() -> None:
     seen: list[str] = []
-    eval_expr("$" + "a" * 200, lambda n: seen.append(n) or 0)
+
+    def lookup(name: str) -> int:
+        seen.append(name)
+        return 0
+
+    eval_expr("$" + "a" * 200, lookup)
     assert seen == ["a" * 127]
 
 

@@ -82,7 +82,7 @@ TREES = st.recursive(_leaf(), _extend, max_leaves=12)
 
 def _render(tree: Any, spaces: Any) -> str:
     if isinstance(tree[1], int):
-        return tree[0]
+        return str(tree[0])
     sp = spaces.draw(st.sampled_from(["", " ", "  ", "\t"]))
     if tree[0] == "un":
         return f"{tree[1]}{sp}({_render(tree[2], spaces)})"
