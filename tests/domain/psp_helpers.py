@@ -3,7 +3,6 @@ guests in any state. (A module of its own so that test files can import it.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -55,13 +54,17 @@ class Guests:
 
     def __init__(self, fw: SevFirmware) -> None:
         self.fw = fw
-        self._asids: Iterator[int] = iter(fw.profile.sev_asids)
-        self._es_asids: Iterator[int] = iter(fw.profile.es_asids)
+        self._asids = fw.profile.sev_asids
+        self._es_asids = fw.profile.es_asids
         #: the guest owner (or sender) whose TEK/TIK each session-launched guest uses
         self.owners: dict[int, Owner] = {}
 
     def asid(self, es: bool = False) -> int:
-        return next(self._es_asids if es else self._asids)
+        """The next clean ASID of the right range (ES or not)."""
+        for asid in self._es_asids if es else self._asids:
+            if self.fw.asid_state(asid) == "clean":
+                return asid
+        raise AssertionError("no clean ASID left")
 
     def launch(self, policy: int = 0, *, activate: bool = True, **kwargs: object) -> int:
         handle = self.fw.launch_start(policy, **kwargs)  # type: ignore[arg-type]

@@ -121,7 +121,11 @@ PLATFORM_TABLE: dict[str, tuple[frozenset[PlatformState], SevStatus, Invoke]] = 
     "receive_start": (frozenset({I, W}), OK, _receive_start),
     "guest_status": (frozenset({I, W}), OK, lambda c: c.fw.guest_status(1)),
     "decommission": (frozenset({W}), OK, lambda c: c.fw.decommission(c.unbound or 1)),
-    "activate": (frozenset({W}), OK, lambda c: c.fw.activate(c.unbound or 1, c.guests.asid())),
+    "activate": (
+        frozenset({W}),
+        OK,
+        lambda c: c.fw.activate(c.unbound or 1, c.guests.asid() if c.unbound else 100),
+    ),
     "deactivate": (frozenset({W}), OK, lambda c: c.fw.deactivate(_h(c, GuestState.LUPDATE))),
     "launch_update_data": (
         frozenset({W}),
