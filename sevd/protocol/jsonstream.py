@@ -190,8 +190,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)  # NaN / Infinity are not JSON to QEMU
 
 
+def _integer(text: str) -> int | JFloat:
+    """parse_literal(): int64 if possible, else uint64, else a double.
+
+    Beyond 21 characters no sign and digits fit in 64 bits, so such a literal goes straight
+    to the double; converting it to int first would fail for more than 4,300 digits (Python's
+    int_max_str_digits guard), and must not take the session down.
+    """
+    if len(text) <= 21:
+        v = int(text)
+        if -(1 << 63) <= v < (1 << 64):
+            return v
+    return JFloat(text)
+
+
 _FAST: Final = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_float=JFloat,
-                                parse_constant=_reject_constant)
+                                parse_int=_integer, parse_constant=_reject_constant)
 
 
 class JsonStreamParser:
@@ -247,7 +261,9 @@ class JsonStreamParser:
         # Accept only what QEMU would accept identically: within the size, token and
         # nesting limits (characters bound the tokens, counts of openers bound the depth)
         # and free of the escapes QEMU treats specially.
-        if end - pos > min(self.max_token_count, self.max_token_size):
+        # The streamer refuses a message once its token bytes + 1 exceed the size limit,
+        # so a message of exactly max_token_size bytes is refused too.
+        if end - pos >= self.max_token_size or end - pos > self.max_token_count:
             return 0
         body = text[pos:end]
         if body.count("[") + body.count("{") > self.max_nesting:
@@ -513,10 +529,7 @@ class _Parser:
             return self.string(raw)
         text = raw.decode("ascii")
         if t == T_INTEGER:
-            # int64 if possible, else uint64, else double (parse_literal()).
-            v = int(text)
-            if -(1 << 63) <= v < (1 << 64):
-                return v
+            return _integer(text)
         return JFloat(text)
 
     def string(self, raw: bytes) -> str:
