@@ -168,7 +168,8 @@ def test_every_report_byte_is_covered() -> None:
 
 def test_every_session_byte_is_covered() -> None:
     z, policy = os.urandom(48), 0x3
-    raw = build_session(z, *(os.urandom(16) for _ in range(4)), policy).to_bytes()
+    nonce, iv, tek, tik = (os.urandom(16) for _ in range(4))
+    raw = build_session(z, nonce, iv, tek, tik, policy).to_bytes()
     for index in range(SESSION_LEN):
         try:
             open_session(z, SessionBlob.from_bytes(_flip(raw, index, 0x01)), policy)

@@ -190,7 +190,7 @@ def test_usage_and_algo_codes() -> None:
         0x1001,
     ]
     assert [int(u) for u in (Usage.PEK, Usage.PDH, Usage.CEK)] == [0x1002, 0x1003, 0x1004]
-    assert Usage.GODH is Usage.PDH
+    assert Usage(0x1003) is Usage.PDH and int(Usage.GODH) == 0x1003  # GODH is an alias
     assert [int(a) for a in Algo] == [0, 1, 2, 3, 0x101, 0x102, 0x103]
     assert Algo.ECDSA_SHA256.hash_algorithm.name == "sha256"
     assert Algo.RSA_SHA384.hash_algorithm.name == "sha384"
