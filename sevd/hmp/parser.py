@@ -1,10 +1,10 @@
 """HMP command-line parsing: a faithful port of QEMU's ``monitor/hmp.c``.
 
 What lives here: splitting off the command name (``get_command_name``), the quoting rules
-of ``get_str``, the expression evaluator (``expr_sum``/``expr_logic``/``expr_prod``/
-``expr_unary``), the ``/fmt`` parser with its sticky defaults, and the ``args_type``
-grammar of ``hmp-commands.hx`` (``monitor_parse_arguments``), each with QEMU's exact error
-texts. Everything is pure and synchronous; the sticky ``/fmt`` defaults live in a
+of ``get_str``, the ``/fmt`` parser with its sticky defaults, and the ``args_type`` grammar
+of ``hmp-commands.hx`` (``monitor_parse_arguments``), each with QEMU's exact error texts.
+The expression evaluator that the integer types use is in :mod:`sevd.hmp.expr`.
+Everything is pure and synchronous; the sticky ``/fmt`` defaults live in a
 :class:`DumpDefaults` object that the caller owns (one per guest, as one guest is one QEMU
 process), and ``$reg`` values come from a callback.
 
@@ -27,9 +27,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sevd.hmp.expr import (
+    SPACE,
+    HmpParseError,
+    RegisterLookup,
+    as_int64,
+    eval_expr,
+    get_expr,
+    is_space,
+    printable_char,
+    skip_space,
+    terminate,
+)
 
 __all__ = [
     "DumpDefaults",
@@ -44,19 +56,10 @@ __all__ = [
     "parse_cmdline",
 ]
 
-#: ``$name`` -> value, or None (or a raised LookupError) for "unknown register".
-RegisterLookup = Callable[[str], int | None]
-
 _M64 = (1 << 64) - 1
 _MIB = 1 << 20
 
-# qemu_isspace() is isspace() in the C locale: exactly these six characters.
-_SPACE = frozenset(" \t\n\v\f\r")
 _DIGITS = frozenset("0123456789")
-_REG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
-# strtoull(p, &end, 0) on a string that starts with no space and no sign: "0x" needs a hex
-# digit after it (else only the "0" is taken), a leading 0 means octal, else decimal.
-_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 # strtod(): the prefix it accepts (decimal, hexadecimal, inf/infinity, nan[(chars)]).
 _DOUBLE = re.compile(
     r"[+-]?(?:0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
@@ -65,16 +68,7 @@ _DOUBLE = re.compile(
 )
 _STR_MAX = 1023  # char buf[1024] in get_str's callers
 _NAME_MAX = 255  # char cmdname[256] in monitor_parse_command
-_REG_MAX = 127  # char buf[128] in expr_unary's '$' case
 _MAX_ARGS = 16  # MAX_ARGS of parse_cmdline (help)
-
-
-class HmpParseError(Exception):
-    """A command line QEMU refuses; ``text`` is what QEMU prints (no trailing newline)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
 
 
 @dataclass
@@ -89,39 +83,9 @@ class DumpDefaults:
     size: int = 4
 
 
-def is_space(ch: str) -> bool:
-    """qemu_isspace(): C-locale whitespace."""
-    return ch in _SPACE
-
-
-def as_int64(value: int) -> int:
-    """Reinterpret the low 64 bits of ``value`` as a signed int64 (C's wrap-around)."""
-    value &= _M64
-    return value - (1 << 64) if value >> 63 else value
-
-
 def _as_int32(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >> 31 else value
-
-
-def _printable_char(ch: str) -> str:
-    """What QEMU's ``%c`` of this character looks like once it reaches QMP (see module doc)."""
-    return ch if ch < "\x80" else "\ufffd"
-
-
-def _terminate(line: str) -> str:
-    """The C string QEMU sees, plus a NUL sentinel so that ``s[i]`` is always valid."""
-    nul = line.find("\0")
-    if nul >= 0:
-        line = line[:nul]
-    return line + "\0"
-
-
-def _skip_space(s: str, i: int) -> int:
-    while s[i] in _SPACE:
-        i += 1
-    return i
 
 
 # --------------------------------------------------------------------------- names, strings
@@ -134,12 +98,12 @@ def get_command_name(s: str, i: int = 0) -> tuple[str, int] | None:
     ``s`` must be NUL-terminated (as the dispatcher prepares it) or plain text.
     """
     n = len(s)
-    while i < n and s[i] in _SPACE:
+    while i < n and s[i] in SPACE:
         i += 1
     if i >= n or s[i] == "\0":
         return None
     start = i
-    while i < n and s[i] != "\0" and s[i] != "/" and s[i] not in _SPACE:
+    while i < n and s[i] != "\0" and s[i] != "/" and s[i] not in SPACE:
         i += 1
     return s[start : min(i, start + _NAME_MAX)], i
 
@@ -151,7 +115,7 @@ def get_str(s: str, i: int) -> tuple[str, int] | None:
     unsupported escape; QEMU prints the last two on its stdout, not to the monitor).
     ``s`` must be NUL-terminated.
     """
-    i = _skip_space(s, i)
+    i = skip_space(s, i)
     if s[i] == "\0":
         return None
     out: list[str] = []
@@ -176,7 +140,7 @@ def get_str(s: str, i: int) -> tuple[str, int] | None:
         i += 1
     else:
         start = i
-        while s[i] != "\0" and s[i] not in _SPACE:
+        while s[i] != "\0" and s[i] not in SPACE:
             i += 1
         out.append(s[start:i])
     return "".join(out)[:_STR_MAX], i
@@ -187,11 +151,11 @@ def parse_cmdline(text: str) -> list[str] | None:
 
     Returns None where QEMU's parse fails (too many words, bad quoting).
     """
-    s = _terminate(text)
+    s = terminate(text)
     args: list[str] = []
     i = 0
     while True:
-        i = _skip_space(s, i)
+        i = skip_space(s, i)
         if s[i] == "\0":
             return args
         if len(args) >= _MAX_ARGS:
@@ -201,190 +165,6 @@ def parse_cmdline(text: str) -> list[str] | None:
             return None
         args.append(got[0])
         i = got[1]
-
-
-# --------------------------------------------------------------------------- expressions
-
-
-# Binding strength of the binary operators: expr_prod (* / %) binds tighter than
-# expr_logic (& | ^), which binds tighter than expr_sum (+ -); all are left-associative.
-_PRECEDENCE = {"*": 3, "/": 3, "%": 3, "&": 2, "|": 2, "^": 2, "+": 1, "-": 1}
-
-
-def _apply(op: str, val: int, val2: int) -> int:
-    """One binary operation of expr_sum/expr_logic/expr_prod on int64 values."""
-    if op == "+":
-        return as_int64(val + val2)
-    if op == "-":
-        return as_int64(val - val2)
-    if op == "*":
-        return as_int64(val * val2)
-    if op == "&":
-        return val & val2
-    if op == "|":
-        return val | val2
-    if op == "^":
-        return val ^ val2
-    if val2 == 0:
-        raise HmpParseError("division by zero")
-    # C division truncates toward zero and the remainder takes the dividend's sign.
-    # INT64_MIN / -1 traps (SIGFPE) in QEMU; sevd gives the wrapped quotient instead.
-    q = abs(val) // abs(val2)
-    if (val < 0) != (val2 < 0):
-        q = -q
-    return as_int64(q) if op == "/" else as_int64(val - val2 * q)
-
-
-class _Expr:
-    """The evaluator of hmp.c: int64 arithmetic with C's wrap-around and truncation.
-
-    QEMU evaluates by recursive descent (expr_sum -> expr_logic -> expr_prod ->
-    expr_unary). This is the same grammar evaluated with explicit stacks, so that deep
-    nesting costs no Python stack. It scans left to right exactly as the recursion does
-    and applies every operator at the same point of the scan, so errors (including
-    "division by zero", which QEMU raises as soon as the divisor is parsed) come out in
-    the same order with the same texts.
-    """
-
-    __slots__ = ("i", "registers", "s")
-
-    def __init__(self, s: str, i: int, registers: RegisterLookup | None) -> None:
-        self.s = s
-        self.i = i
-        self.registers = registers
-
-    def next(self) -> None:
-        # next(): step over one character, then over spaces (never past the NUL).
-        s = self.s
-        i = self.i
-        if s[i] != "\0":
-            i += 1
-            while s[i] in _SPACE:
-                i += 1
-        self.i = i
-
-    def evaluate(self) -> int:
-        s = self.s
-        # One level per open parenthesis: (operands, operators, prefixes before the '(').
-        outer: list[tuple[list[int], list[str], list[str]]] = []
-        vals: list[int] = []
-        ops: list[str] = []
-        while True:
-            # An operand of expr_unary: prefix operators, then '(' or an atom.
-            prefixes: list[str] = []
-            c = s[self.i]
-            while c in "+-~":
-                prefixes.append(c)
-                self.next()
-                c = s[self.i]
-            if c == "(":
-                outer.append((vals, ops, prefixes))
-                vals, ops = [], []
-                self.next()
-                continue
-            n = _prefix(prefixes, self.atom(c))
-            while True:
-                vals.append(n)
-                op = s[self.i]
-                prec = _PRECEDENCE.get(op, 0)
-                # Apply what the recursion would have finished before going on: every
-                # pending operator that binds at least as tightly as the next one.
-                while ops and _PRECEDENCE[ops[-1]] >= prec:
-                    val2 = vals.pop()
-                    vals[-1] = _apply(ops.pop(), vals[-1], val2)
-                if prec:
-                    ops.append(op)
-                    self.next()
-                    break
-                # End of this expression: the whole input, or a parenthesised operand.
-                result = vals[0]
-                if not outer:
-                    return result
-                if s[self.i] != ")":
-                    raise HmpParseError("')' expected")
-                self.next()
-                vals, ops, prefixes = outer.pop()
-                n = _prefix(prefixes, result)
-
-    def atom(self, c: str) -> int:
-        """The non-recursive cases of expr_unary: 'c', $reg, a number, or an error."""
-        s = self.s
-        if c == "'":
-            self.i += 1
-            ch = s[self.i]
-            if ch == "\0":
-                raise HmpParseError("character constant expected")
-            self.i += 1
-            if ch >= "\x80" or s[self.i] != "'":
-                raise HmpParseError("missing terminating ' character")
-            self.next()
-            return ord(ch)
-        if c == "$":
-            return self.register()
-        if c == "\0":
-            raise HmpParseError("unexpected end of expression")
-        m = _NUMBER.match(s, self.i)
-        if m is None:
-            raise HmpParseError(f"invalid char '{_printable_char(c)}' in expression")
-        g = m.group()
-        n = int(g, 16 if g[:2] in ("0x", "0X") else 8 if g[0] == "0" else 10)
-        if n > _M64:
-            raise HmpParseError("number too large")  # strtoull's ERANGE
-        i = m.end()
-        while s[i] in _SPACE:
-            i += 1
-        self.i = i
-        return as_int64(n)
-
-    def register(self) -> int:
-        s = self.s
-        i = self.i + 1
-        start = i
-        while s[i] in _REG_CHARS:
-            i += 1
-        name = s[start:i][:_REG_MAX]
-        while s[i] in _SPACE:
-            i += 1
-        self.i = i
-        # get_monitor_def() fails (no CPU, no such name) -> "unknown register".
-        value: int | None = None
-        if self.registers is not None:
-            try:
-                value = self.registers(name)
-            except LookupError:
-                value = None
-        if value is None:
-            raise HmpParseError("unknown register")
-        return as_int64(value)
-
-
-def _prefix(prefixes: list[str], n: int) -> int:
-    # expr_unary's '+', '-' and '~', innermost (rightmost) first.
-    for op in reversed(prefixes):
-        if op == "-":
-            n = as_int64(-n)
-        elif op == "~":
-            n = ~n
-    return n
-
-
-def _get_expr(s: str, i: int, registers: RegisterLookup | None) -> tuple[int, int]:
-    e = _Expr(s, _skip_space(s, i), registers)
-    return e.evaluate(), e.i
-
-
-def eval_expr(
-    text: str, registers: RegisterLookup | None = None
-) -> tuple[int, str]:
-    """Evaluate an HMP expression (get_expr) at the start of ``text``.
-
-    Returns the int64 value and the unparsed rest (after trailing spaces); raises
-    :class:`HmpParseError` with QEMU's text. There are no size suffixes: ``1k`` is 1
-    followed by the rest ``k`` (QEMU then says "extraneous characters").
-    """
-    s = _terminate(text)
-    value, end = _get_expr(s, 0, registers)
-    return value, s[end:-1]
 
 
 # --------------------------------------------------------------------------- sizes, doubles
@@ -472,7 +252,7 @@ def _get_double(s: str, i: int) -> tuple[float, int]:
 
 def _parse_fmt(s: str, i: int, defaults: DumpDefaults, out: dict[str, Any]) -> int:
     """The ``/`` type: ``/{count}{format}{size}``, updating the sticky defaults."""
-    i = _skip_space(s, i)
+    i = skip_space(s, i)
     if s[i] == "/":
         i += 1
         count = 1
@@ -498,8 +278,8 @@ def _parse_fmt(s: str, i: int, defaults: DumpDefaults, out: dict[str, Any]) -> i
             else:
                 break
             i += 1
-        if s[i] != "\0" and s[i] not in _SPACE:
-            raise HmpParseError(f"invalid char in format: '{_printable_char(s[i])}'")
+        if s[i] != "\0" and s[i] not in SPACE:
+            raise HmpParseError(f"invalid char in format: '{printable_char(s[i])}'")
         if not fmt:
             fmt = defaults.format
         if fmt != "i":
@@ -540,7 +320,7 @@ def parse_arguments(
 
     Raises :class:`HmpParseError` with the text QEMU prints before its "Try" line.
     """
-    s = _terminate(line)
+    s = terminate(line)
     if defaults is None:
         defaults = DumpDefaults()
     out: dict[str, Any] = {}
@@ -559,7 +339,7 @@ def parse_arguments(
         c = t[ti]
         ti += 1
         if c in "FBs":
-            p = _skip_space(s, p)
+            p = skip_space(s, p)
             if t[ti] == "?":
                 ti += 1
                 if s[p] == "\0":
@@ -570,7 +350,7 @@ def parse_arguments(
                 raise HmpParseError(f"{name}: {what} expected")
             out[key], p = got
         elif c == "O":
-            p = _skip_space(s, p)
+            p = skip_space(s, p)
             if s[p] == "\0":
                 continue
             got = get_str(s, p)
@@ -580,19 +360,19 @@ def parse_arguments(
         elif c == "/":
             p = _parse_fmt(s, p, defaults, out)
         elif c in "ilM":
-            p = _skip_space(s, p)
+            p = skip_space(s, p)
             if t[ti] in "?.":
                 if t[ti] == "?":
                     if s[p] == "\0":
                         ti += 1
                         continue
                 elif s[p] == ".":
-                    p = _skip_space(s, p + 1)
+                    p = skip_space(s, p + 1)
                 else:
                     ti += 1
                     continue
                 ti += 1
-            val, p = _get_expr(s, p, registers)
+            val, p = get_expr(s, p, registers)
             if c == "i":
                 if (val >> 32) & 0xFFFFFFFF:
                     raise HmpParseError(f"'{name}' has failed: integer is for 32-bit values")
@@ -604,7 +384,7 @@ def parse_arguments(
             else:
                 out[key] = val & _M64
         elif c == "o":
-            p = _skip_space(s, p)
+            p = skip_space(s, p)
             if t[ti] == "?":
                 ti += 1
                 if s[p] == "\0":
@@ -614,7 +394,7 @@ def parse_arguments(
                 raise HmpParseError("invalid size")
             out[key], p = size
         elif c == "T":
-            p = _skip_space(s, p)
+            p = skip_space(s, p)
             if t[ti] == "?":
                 ti += 1
                 if s[p] == "\0":
@@ -623,11 +403,11 @@ def parse_arguments(
             if s[p] != "\0" and s[p + 1] == "s" and s[p] in "mun":
                 seconds /= {"m": 1e3, "u": 1e6, "n": 1e9}[s[p]]
                 p += 2
-            if s[p] != "\0" and s[p] not in _SPACE:
+            if s[p] != "\0" and s[p] not in SPACE:
                 raise HmpParseError("Unknown unit suffix")
             out[key] = seconds
         elif c == "b":
-            p = _skip_space(s, p)
+            p = skip_space(s, p)
             beg = p
             while "\x21" <= s[p] <= "\x7e":  # qemu_isgraph()
                 p += 1
@@ -638,7 +418,7 @@ def parse_arguments(
         elif c == "-":
             p, ti = _parse_option(name, key, t, ti, s, p, out)
         elif c == "S":
-            p = _skip_space(s, p)
+            p = skip_space(s, p)
             if t[ti] == "?":
                 ti += 1
                 if s[p] == "\0":
@@ -650,7 +430,7 @@ def parse_arguments(
             p = len(s) - 1
         else:
             raise HmpParseError(f"{name}: unknown type '{c}'")
-    p = _skip_space(s, p)
+    p = skip_space(s, p)
     if s[p] != "\0":
         raise HmpParseError(f"{name}: extraneous characters at the end of line")
     return out
@@ -671,7 +451,7 @@ def _parse_option(
     if flag == "\0":
         raise HmpParseError(f"{name}: unknown type '-'")
     tmp = p
-    p = _skip_space(s, p)
+    p = skip_space(s, p)
     if s[p] != "-":
         if t[ti] == "s":
             ti += 1
@@ -681,13 +461,13 @@ def _parse_option(
         # is_valid_option(): strstr(typestr, "-<c>") on the rest of args_type.
         option = "-" + s[p] if s[p] != "\0" else "-"
         if option not in t[ti:-1]:
-            raise HmpParseError(f"{name}: unsupported option -{_printable_char(s[p])}"
+            raise HmpParseError(f"{name}: unsupported option -{printable_char(s[p])}"
                                 if s[p] != "\0" else f"{name}: unsupported option -")
         return tmp, ti  # skip_key
     if t[ti] == "s":
         ti += 1
         opt = s[p]
-        got = get_str(s, _skip_space(s, p + 1))
+        got = get_str(s, skip_space(s, p + 1))
         if got is None:
             raise HmpParseError(f"{name}: value expected for -{opt}")
         out[key] = got[0]
