@@ -103,6 +103,11 @@ def _receive_update(ctx: Ctx, handle: int, vmsa: bool = False) -> None:
         ctx.fw.receive_update_data(handle, header.to_bytes(), 0x2000, packet)
 
 
+def _df_flush(fw: SevFirmware) -> None:
+    fw.wbinvd()
+    fw.df_flush()
+
+
 # command -> (allowed platform states, outcome once past the platform check, invoke)
 Invoke = Callable[[Ctx], object]
 PLATFORM_TABLE: dict[str, tuple[frozenset[PlatformState], SevStatus, Invoke]] = {
@@ -116,7 +121,7 @@ PLATFORM_TABLE: dict[str, tuple[frozenset[PlatformState], SevStatus, Invoke]] = 
     "pdh_gen": (frozenset({I, W}), OK, lambda c: c.fw.pdh_gen()),
     "pdh_cert_export": (frozenset({I, W}), OK, lambda c: c.fw.pdh_cert_export()),
     "get_id": (ANY, OK, lambda c: c.fw.get_id()),
-    "df_flush": (ANY, OK, lambda c: (c.fw.wbinvd(), c.fw.df_flush())),
+    "df_flush": (ANY, OK, lambda c: _df_flush(c.fw)),
     "launch_start": (frozenset({I, W}), OK, lambda c: c.fw.launch_start(0)),
     "receive_start": (frozenset({I, W}), OK, _receive_start),
     "guest_status": (frozenset({I, W}), OK, lambda c: c.fw.guest_status(1)),

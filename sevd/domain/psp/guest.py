@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NoReturn
 
 from sevd.domain.psp.memory import GuestMemory, PageCipher
 from sevd.formats.policy import GuestPolicy
@@ -129,6 +130,9 @@ class GuestContext:
     es: bool = False
     #: guest-physical addresses of this guest's VMSAs (SEV-ES)
     vmsas: set[int] = field(default_factory=set)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a guest context holds guest keys and cannot be pickled or copied")
 
     @property
     def pending(self) -> bool:

@@ -26,7 +26,7 @@ Domain code: pure and synchronous. Must not import anything from ``sevd`` outsid
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import NoReturn, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -190,6 +190,9 @@ class PageCipher:
 
     def __repr__(self) -> str:
         return "PageCipher(<key hidden>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a PageCipher holds a guest key and cannot be pickled or copied")
 
     def encrypt_page(self, gpa: int, plaintext: bytes) -> bytes:
         """Ciphertext of the 4096-byte page at ``gpa`` (page aligned)."""
