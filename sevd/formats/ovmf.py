@@ -48,6 +48,7 @@ __all__ = [
     "parse_footer_table",
     "sev_es_reset_eip",
     "sev_hashes_table_area",
+    "sev_metadata",
     "sev_secret_area",
     "seves_digest",
 ]
@@ -149,6 +150,35 @@ def sev_es_reset_eip(image: bytes) -> int | None:
         raise ValueError("OVMF SEV-ES reset block entry shorter than 4 bytes")
     (eip,) = struct.unpack_from("<I", data, 0)
     return int(eip)
+
+
+_METADATA_HEADER = struct.Struct("<4sIII")  # "ASEV", size, version, number of sections
+_METADATA_SECTION = struct.Struct("<III")  # gpa, size, type
+
+
+def sev_metadata(image: bytes) -> list[tuple[int, int, int]]:
+    """The OVMF SEV metadata sections ``(gpa, size, type)`` (SNP only: 1 SEC memory,
+    2 secrets page, 3 CPUID page, 4 SVSM CAA, 0x10 kernel hashes); empty if the image has
+    none. Layout as edk2 ``OvmfSevMetadata.asm`` and sev-snp-measure ``ovmf.py`` read it."""
+    entry = parse_footer_table(image).get(SEV_METADATA_GUID)
+    if entry is None:
+        return []
+    if len(entry) < 4:
+        raise ValueError("OVMF SEV metadata entry shorter than 4 bytes")
+    (offset_from_end,) = struct.unpack_from("<I", entry, 0)
+    start = len(image) - offset_from_end
+    if not 0 <= start <= len(image) - _METADATA_HEADER.size:
+        raise ValueError(f"OVMF SEV metadata offset {offset_from_end} is outside the image")
+    signature, size, version, count = _METADATA_HEADER.unpack_from(image, start)
+    if signature != b"ASEV" or version != 1:
+        raise ValueError("OVMF SEV metadata: wrong signature or version")
+    end = start + _METADATA_HEADER.size + count * _METADATA_SECTION.size
+    if end > len(image) or end > start + size:
+        raise ValueError("OVMF SEV metadata: sections run past the table")
+    return [
+        _METADATA_SECTION.unpack_from(image, start + _METADATA_HEADER.size + i * 12)
+        for i in range(count)
+    ]
 
 
 def _cmdline_bytes(cmdline: str | bytes | None) -> bytes:

@@ -27,6 +27,7 @@ from sevd.formats.ovmf import (
     parse_footer_table,
     sev_es_reset_eip,
     sev_hashes_table_area,
+    sev_metadata,
     sev_secret_area,
     seves_digest,
 )
@@ -106,6 +107,19 @@ def test_footer_table_agrees_with_sev_snp_measure(data: Data, tmp_path: Path) ->
         theirs = ovmf_mod.OVMF(str(path))._table
         ours = parse_footer_table(data(name))
         assert {str(k): v for k, v in ours.items()} == theirs
+
+
+def test_sev_metadata_agrees_with_sev_snp_measure(data: Data, tmp_path: Path) -> None:
+    ovmf_mod = pytest.importorskip("sevsnpmeasure.ovmf")
+    for name in (AMDSEV, OVMFX64):
+        path = tmp_path / "fw.bin"
+        path.write_bytes(data(name))
+        theirs = [
+            (d.gpa, d.size, d.section_type_int) for d in ovmf_mod.OVMF(str(path)).metadata_items()
+        ]
+        assert sev_metadata(data(name)) == theirs
+        assert theirs  # both fragments carry SNP metadata
+    assert sev_metadata(bytes(4096)) == []
 
 
 def test_footer_table_absent_and_malformed() -> None:
