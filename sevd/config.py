@@ -3,6 +3,13 @@
 Every key is declared once in `KEYS` (section, name, type, default, check); unknown keys and
 bad values are errors naming the file, the key and the reason. `--print-config` prints the
 effective configuration as TOML that `--config` reads back.
+
+The environment contributes `$RUNTIME_DIRECTORY` and `$STATE_DIRECTORY` (set by systemd's
+RuntimeDirectory=/StateDirectory=) and the XDG fallbacks (DESIGN §3). A `Config` remembers
+how it was loaded so that SIGHUP can load it again (`reload()`); `RELOADABLE` lists the keys
+a running daemon applies then, every other change needs a restart.
+
+Imports nothing from the rest of sevd (it must stay cheap: `--check-config` loads only this).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 PROFILES = ("naples", "rome", "milan", "genoa")
+SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -66,6 +74,25 @@ def _nesting(v: Any) -> str | None:
     return None if 1 <= v <= 1024 else "must be 1 to 1024 (QEMU's ceiling)"
 
 
+def _abs_path(v: Any) -> str | None:
+    return None if not v or os.path.isabs(v) else "must be an absolute path"
+
+
+def _abs_paths(v: Any) -> str | None:
+    ok = all(isinstance(x, str) and os.path.isabs(x) for x in v)
+    return None if ok else "must be a list of absolute paths"
+
+
+def _ids(v: Any) -> str | None:
+    ok = all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 32 for x in v)
+    return None if ok else "must be a list of non-negative integers (uids/gids)"
+
+
+def _backlog(v: Any) -> str | None:
+    # The kernel caps it at net.core.somaxconn (4096 by default since Linux 5.4).
+    return None if 1 <= v <= 65535 else "must be 1 to 65535"
+
+
 def _seed(v: Any) -> str | None:
     try:
         bytes.fromhex(v)
@@ -81,9 +108,13 @@ KEYS: tuple[Key, ...] = (
         "$STATE_DIRECTORY, /var/lib/sevd for root, else $XDG_STATE_HOME/sevd"),
     Key("paths", "control_socket", str, "", doc="default <runtime_dir>/sevd.sock"),
     Key("paths", "guest_socket_dir", str, "", doc="default <runtime_dir>/guests"),
-    Key("paths", "firmware_dirs", list, [], doc="where client-named files may be read from; "
-        "default Debian's OVMF/QEMU folders and <state_dir>/firmware"),
-    Key("paths", "dump_dir", str, "", doc="where dumps are written; default <state_dir>/dumps"),
+    Key("paths", "firmware_dirs", list, [], _abs_paths, doc="where client-named files "
+        "(firmware, session files) may be read from; relative names are searched here in "
+        "order; default Debian's OVMF/QEMU folders and <state_dir>/firmware"),
+    Key("paths", "dump_dir", str, "", _abs_path, doc="where dumps are written, relative "
+        "names resolved here; default <state_dir>/dumps"),
+    Key("daemon", "shutdown_timeout", float, 5.0, _positive, "seconds in-flight commands "
+        "get to finish on SIGTERM/SIGINT before sessions are closed"),
     Key("qmp", "qemu_version", str, "9.2.0", _version, "emulated QEMU version (cosmetic)"),
     Key("qmp", "max_message", int, 64 << 20, _message, "bytes in one message"),
     Key("qmp", "max_nesting", int, 1024, _nesting, "JSON nesting depth"),
@@ -93,22 +124,34 @@ KEYS: tuple[Key, ...] = (
         "seconds a client may stay unnegotiated (0 = forever, as QEMU)"),
     Key("qmp", "max_clients_per_socket", int, 1024, _positive),
     Key("qmp", "max_clients_total", int, 4096, _positive),
-    Key("qmp", "backlog", int, 2048, _positive, "listen backlog"),
+    Key("qmp", "backlog", int, 2048, _backlog, "listen backlog (>= 1,000 simultaneous "
+        "connects; capped by net.core.somaxconn)"),
     Key("qmp", "socket_mode", str, "0660", _mode),
-    Key("access", "allow_uids", list, [], doc="uids allowed besides root (empty = anyone "
-        "who can open the socket file)"),
-    Key("access", "allow_gids", list, [], doc="gids allowed besides root"),
+    Key("access", "allow_uids", list, [], _ids, doc="uids allowed besides root (both lists "
+        "empty = anyone who can open the socket file)"),
+    Key("access", "allow_gids", list, [], _ids, doc="primary gids allowed besides root"),
     Key("log", "level", str, "info", _one_of(LOG_LEVELS)),
     Key("platform", "profile", str, "milan", _one_of(PROFILES), "simulated EPYC generation"),
     Key("platform", "seed", str, "", _seed, "hex seed for a reproducible platform"),
 )
 _BY_NAME = {(k.section, k.name): k for k in KEYS}
 
+# What SIGHUP applies to a running daemon (limits apply to connections made afterwards,
+# max_output at once); anything else is reported as needing a restart.
+RELOADABLE = frozenset({
+    "log.level", "access.allow_uids", "access.allow_gids", "daemon.shutdown_timeout",
+    "qmp.max_message", "qmp.max_nesting", "qmp.max_output", "qmp.negotiation_timeout",
+    "qmp.max_clients_per_socket", "qmp.max_clients_total"})
+
 
 @dataclass
 class Config:
     values: dict[tuple[str, str], Any]
     source: str = "built-in defaults"
+    # How it was loaded, for reload(): the file, the environment, the flags.
+    path: str | None = None
+    env: Mapping[str, str] | None = None
+    overrides: Mapping[str, Any] | None = None
 
     def __getitem__(self, key: str) -> Any:
         section, _, name = key.partition(".")
@@ -136,6 +179,16 @@ class Config:
     @property
     def guest_socket_dir(self) -> Path:
         return Path(self["paths.guest_socket_dir"])
+
+    def reload(self) -> Config:
+        """Load again from the same file, environment and flags (raises ConfigError)."""
+        return load(self.path, self.env, self.overrides)
+
+    def changes(self, new: Config) -> tuple[list[str], list[str]]:
+        """Keys whose value differs in `new`: (applied on reload, needing a restart)."""
+        changed = [f"{s}.{n}" for (s, n), v in new.values.items() if self.values[(s, n)] != v]
+        return ([k for k in changed if k in RELOADABLE],
+                [k for k in changed if k not in RELOADABLE])
 
     def to_toml(self) -> str:
         out: list[str] = []
@@ -223,11 +276,6 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
         if spec is None:
             raise ConfigError(f"command line: {key}: unknown key")
         values[(section, name)] = _checked(spec, value, "command line")
-    for key in ("access.allow_uids", "access.allow_gids"):
-        section, _, name = key.partition(".")
-        if any(not isinstance(x, int) or isinstance(x, bool) or x < 0
-               for x in values[(section, name)]):
-            raise ConfigError(f"{source}: {key}: must be a list of non-negative integers")
     runtime, state = default_dirs(env, os.getuid())
     p = ("paths", "runtime_dir")
     values[p] = values[p] or runtime
@@ -242,4 +290,36 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
         "/usr/share/OVMF", "/usr/share/ovmf", "/usr/share/qemu", "/usr/share/seabios",
         os.path.join(sd, "firmware")]
     values[("paths", "dump_dir")] = values[("paths", "dump_dir")] or os.path.join(sd, "dumps")
-    return Config(values, source)
+    for name in ("runtime_dir", "state_dir", "control_socket", "guest_socket_dir"):
+        # Relative paths (from flags) are taken from the working directory at start-up, and
+        # printed absolute so that --print-config output means the same from anywhere.
+        values[("paths", name)] = os.path.abspath(values[("paths", name)])
+    control = values[("paths", "control_socket")]
+    if len(os.fsencode(control)) > SUN_PATH_MAX:
+        raise ConfigError(f"{source}: paths.control_socket: '{control}' is "
+                          f"{len(os.fsencode(control))} bytes long, over the {SUN_PATH_MAX}-byte "
+                          "limit of unix socket paths (choose a shorter runtime_dir)")
+    return Config(values, source, path, env, dict(overrides or {}))
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`section.key=value` from `--set`: the value is read as TOML, else taken as a string.
+
+    So `--set qmp.max_output=65536` is an integer, `--set access.allow_uids=[1000]` a list,
+    and `--set qmp.socket_mode=0600` or `--set paths.dump_dir=/srv/dumps` strings.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"command line: --set {text}: expected SECTION.KEY=VALUE")
+    section, _, name = key.partition(".")
+    spec = _BY_NAME.get((section, name))
+    if spec is None:
+        raise ConfigError(f"command line: {key}: unknown key")
+    try:
+        value: Any = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    if spec.type is str and not isinstance(value, str):
+        value = raw  # e.g. a hex seed that happens to look like a number
+    return key, value

@@ -2,7 +2,13 @@
 
 An `UnixEndpoint` is one listening socket of one scope: the control socket or a guest's
 monitor socket. It admits or refuses each connection (peer credentials, connection limits)
-before the greeting, and on close removes its socket file and closes its sessions.
+before the greeting, and on close removes its socket file and closes its sessions. A socket
+inherited from systemd's socket unit is served as it is and never unlinked: the unit owns
+the file and keeps listening on it while the daemon restarts.
+
+Sockets are created 0660 (configurable) under a umask, so the file never exists with looser
+permissions; a stale file left by a crashed daemon is replaced only after a connect() finds
+nobody listening on it.
 """
 
 from __future__ import annotations
@@ -71,13 +77,19 @@ def bind_unix(path: str, mode: int, backlog: int) -> socket.socket:
         st = os.lstat(path)
         if not stat.S_ISSOCK(st.st_mode):
             raise SocketPathError(f"'{path}' exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Non-blocking, so that a live listener with a full backlog (EAGAIN) counts as live
+        # instead of blocking the daemon's start.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             probe.connect(path)
         except OSError as e:
-            if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            if e.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN):
                 raise
-            os.unlink(path)  # nobody listens: a stale file from a crash
+            if e.errno == errno.EAGAIN:
+                raise SocketPathError(f"'{path}' is in use by another process") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # nobody listens: a stale file from a crash
+            log.info("removed stale socket %s", path)
         else:
             raise SocketPathError(f"'{path}' is in use by another process")
         finally:
@@ -121,8 +133,15 @@ class UnixEndpoint:
             sock = bind_unix(self.path, self.options.socket_mode, self.options.backlog)
         else:
             self.owns_file = False  # systemd's socket unit owns the file
+            bound = sock.getsockname()
+            if isinstance(bound, str) and bound:
+                self.path = bound  # the unit's ListenStream= path is the truth
             sock.setblocking(False)
+            log.info("serving %s on a socket inherited from the service manager (fd %d)",
+                     self.path, sock.fileno())
         loop = asyncio.get_running_loop()
+        # asyncio calls listen(backlog) again, also on an inherited socket: the configured
+        # backlog applies either way.
         self.server = await loop.create_unix_server(lambda: QmpSession(self), sock=sock,
                                                     backlog=self.options.backlog)
 
