@@ -14,14 +14,14 @@ import fcntl
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
-from sevd import __version__
+from sevd import __version__, systemd
 from sevd.commands.app import App, GuestSlot
 from sevd.commands.schema import Schema
-from sevd.config import Config
+from sevd.config import Config, ConfigError
 from sevd.domain.errors import DomainError
+from sevd.files import ensure_dir
 from sevd.protocol.session import Limits
 from sevd.transports.unix import (
     AccessPolicy,
@@ -33,8 +33,6 @@ from sevd.transports.unix import (
 )
 
 log = logging.getLogger("sevd")
-
-SHUTDOWN_GRACE = 5.0  # seconds in-flight commands get to finish on SIGTERM
 
 
 class StartupError(Exception):
@@ -49,6 +47,7 @@ class Daemon:
         self.endpoints: dict[str, UnixEndpoint] = {}
         self.control: UnixEndpoint | None = None
         self._lock_fd: int | None = None
+        self.supervisor = systemd.Supervisor(self.status_line)
         c = config
         self.options = EndpointOptions(
             limits=Limits(max_message=c["qmp.max_message"], max_nesting=c["qmp.max_nesting"],
@@ -94,8 +93,8 @@ class Daemon:
     def _prepare_dirs(self) -> None:
         rd = self.config.runtime_dir
         for d in (rd, self.config.guest_socket_dir, Path(self.config.control_socket).parent):
-            d.mkdir(mode=0o750, parents=True, exist_ok=True)
-        self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ensure_dir(d, 0o750)  # exactly 0750 whatever the umask: group members traverse
+        ensure_dir(self.config.state_dir, 0o700)
         fd = os.open(rd / "sevd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -112,10 +111,19 @@ class Daemon:
     async def start(self) -> None:
         self._prepare_dirs()
         try:
+            # Under socket activation the control socket comes from sevd.socket (matched by
+            # FileDescriptorName=control or by its path); whatever else is passed is unused.
+            inherited = systemd.listen_fds()
+            sock = systemd.take_socket(inherited, "control", self.config.control_socket)
+            for extra in inherited:
+                log.warning("ignoring inherited socket %s (%s)", extra.name, extra.path)
+                extra.sock.close()
             self.control = UnixEndpoint(self.config.control_socket, self.app.control,
                                         self.app.host_hub, self.app.greeting, self.options,
                                         self.budget)
-            await self.control.start()
+            await self.control.start(sock)
+        except systemd.ActivationError as e:
+            raise StartupError(str(e)) from None
         except (SocketPathError, OSError) as e:
             raise StartupError(f"cannot listen on {self.config.control_socket}: {e}") from None
         loop = asyncio.get_running_loop()
@@ -124,16 +132,49 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._sighup)
 
     def _sighup(self) -> None:
-        # Logs go to stderr (journald); there is no log file to reopen and nothing that is
-        # safe to reload while guests run, so SIGHUP is acknowledged and otherwise ignored.
-        log.info("SIGHUP: nothing to reload (logs go to stderr; restart to apply config)")
+        # Logs go to stderr (journald): there is no log file to reopen. What is safe to change
+        # under running sessions is re-read from the same file/flags (config.RELOADABLE) and
+        # applied to connections made from now on; the rest is named as needing a restart.
+        try:
+            new = self.config.reload()
+        except ConfigError as e:
+            log.error("SIGHUP: configuration not reloaded, keeping the running one: %s", e)
+            return
+        applied, restart = self.config.changes(new)
+        limits, opts = self.options.limits, self.options
+        limits.max_message, limits.max_nesting = new["qmp.max_message"], new["qmp.max_nesting"]
+        limits.max_output = new["qmp.max_output"]
+        limits.negotiation_timeout = new["qmp.negotiation_timeout"] or None
+        opts.access = AccessPolicy(frozenset(new["access.allow_uids"]),
+                                   frozenset(new["access.allow_gids"]))
+        opts.max_clients = new["qmp.max_clients_per_socket"]
+        self.budget.max_total = new["qmp.max_clients_total"]
+        logging.getLogger().setLevel(new["log.level"].upper())
+        for key in applied:
+            section, _, name = key.partition(".")
+            self.config.values[(section, name)] = new[key]
+        log.info("SIGHUP: reloaded %s: %s%s", self.config.source,
+                 ", ".join(applied) or "no changes",
+                 f"; needs a restart (not applied): {', '.join(restart)}" if restart else "")
+
+    def status_line(self) -> str:
+        """The one-line summary systemd shows (STATUS=)."""
+        guests = len(self.app.slots)
+        return (f"{guests} guest{'s' * (guests != 1)}, "
+                f"{self.budget.current} client{'s' * (self.budget.current != 1)}")
 
     async def run(self) -> int:
         await self.start()
-        print(f"sevd {__version__} listening on {self.config.control_socket} "
+        assert self.control is not None
+        print(f"sevd {__version__} listening on {self.control.path} "
               f"(guest sockets in {self.config.guest_socket_dir})", flush=True)
-        await self.stopping.wait()
-        await self.shutdown()
+        self.supervisor.ready()
+        try:
+            await self.stopping.wait()
+            self.supervisor.stopping()
+            await self.shutdown()
+        finally:
+            await self.supervisor.aclose()
         return 0
 
     async def shutdown(self) -> None:
@@ -146,7 +187,7 @@ class Daemon:
                    if s._task is not None and not s._task.done()}
         pending |= set(self.app.background)
         if pending:
-            await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+            await asyncio.wait(pending, timeout=self.config["daemon.shutdown_timeout"])
         for slot in list(self.app.slots.values()):
             self.app.emit(slot.guest.name, "SHUTDOWN", {"guest": False, "reason": "host-signal"})
         for name in list(self.app.slots):
@@ -157,11 +198,3 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def setup_logging(level: str) -> None:
-    # Under systemd (JOURNAL_STREAM set) journald stamps each line itself.
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
