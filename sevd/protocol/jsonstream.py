@@ -629,11 +629,14 @@ def _mod_utf8_codepoint(raw: bytes, i: int, n: int) -> tuple[int, int]:
     return cp, i
 
 
+# Nesting is capped at MAX_NESTING by the streamer; the recursive descent needs about two
+# frames per level, more than CPython's default limit allows. Raised once, at import, rather
+# than in the middle of whatever code first meets a deep message.
+if sys.getrecursionlimit() < 4 * MAX_NESTING + 500:
+    sys.setrecursionlimit(4 * MAX_NESTING + 500)
+
+
 def _parse_tokens(tokens: list[tuple[int, bytes]]) -> Any:
-    # Nesting is capped at MAX_NESTING by the streamer; recursion needs about two frames
-    # per level, more than CPython's default limit allows.
-    if sys.getrecursionlimit() < 4 * MAX_NESTING + 500:
-        sys.setrecursionlimit(4 * MAX_NESTING + 500)
     p = _Parser(tokens)
     try:
         return p.value()
