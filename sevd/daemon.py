@@ -21,7 +21,8 @@ from sevd.commands.app import App, GuestSlot
 from sevd.commands.schema import Schema
 from sevd.config import Config, ConfigError
 from sevd.domain.errors import DomainError
-from sevd.files import ensure_dir
+from sevd.files import ensure_dir, open_for_read
+from sevd.state import StateDir
 from sevd.protocol.session import Limits
 from sevd.transports.unix import (
     AccessPolicy,
@@ -63,6 +64,14 @@ class Daemon:
                        validate_returns=validate_returns)
         self.app.sockets = self
         self.app.request_quit = self.stopping.set
+        self.state = StateDir(config.state_dir)
+        self.app.read_file = lambda name: open_for_read(name, c["paths.firmware_dirs"])
+        self.app.builtin_firmware = builtin_firmware()
+        self.app.save_identity = lambda data: self.state.save_identity(self.profile, data)
+        self.app.save_definition = self.state.save_guest
+        self.app.delete_definition = self.state.delete_guest
+        self.profile: str = c["platform.profile"]
+        self._ticker: asyncio.Task[None] | None = None
 
     # -- guest sockets (App.sockets) --------------------------------------------------------
 
@@ -108,8 +117,45 @@ class Daemon:
             with contextlib.suppress(OSError):
                 stale.unlink()
 
+    def _start_platform(self) -> None:
+        """Load (or, the first time, create) the platform identity and INIT the firmware."""
+        from sevd.domain.platform import SevPlatform
+        from sevd.domain.psp import generate
+
+        self.state.prepare()
+        seed = bytes.fromhex(self.config["platform.seed"]) or None
+        identity = self.state.load_identity(self.profile)
+        if identity is None:
+            log.info("generating the %s platform identity (RSA roots: a few seconds, once)",
+                     self.profile)
+            identity = generate(self.profile, seed).to_bytes()
+        try:
+            self.app.platform = SevPlatform(identity, profile=self.profile, seed=seed)
+        except (ValueError, KeyError) as e:
+            raise StartupError(f"platform identity in {self.config.state_dir} is unusable: "
+                               f"{e}") from None
+        self.app.identity_changed()  # INIT may have created keys
+
+    async def _restore_guests(self) -> None:
+        from sevd.commands.guests import build_config
+        from sevd.commands.registry import Ctx
+
+        ctx = Ctx(None, self.app, None)
+        for args in self.state.load_guests():
+            try:
+                await self.app.add_guest(build_config(ctx, args), None)
+            except DomainError as e:
+                log.error("persistent guest %s not launched: %s", args.get("name"), e)
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.05)
+            self.app.tick(loop.time())
+
     async def start(self) -> None:
         self._prepare_dirs()
+        self._start_platform()
         try:
             # Under socket activation the control socket comes from sevd.socket (matched by
             # FileDescriptorName=control or by its path); whatever else is passed is unused.
@@ -126,6 +172,8 @@ class Daemon:
             raise StartupError(str(e)) from None
         except (SocketPathError, OSError) as e:
             raise StartupError(f"cannot listen on {self.config.control_socket}: {e}") from None
+        await self._restore_guests()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
@@ -179,6 +227,10 @@ class Daemon:
 
     async def shutdown(self) -> None:
         log.info("shutting down")
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         endpoints = [e for e in [self.control, *self.endpoints.values()] if e is not None]
         for e in endpoints:
             e.stop_accepting()
@@ -198,3 +250,10 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def builtin_firmware() -> bytes:
+    """sevd's own firmware image, shipped in the package (DESIGN §4)."""
+    from importlib import resources
+
+    return (resources.files("sevd") / "data" / "sevd-builtin.fd").read_bytes()

@@ -54,8 +54,41 @@ def short_tmpdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="sv", dir="/tmp"))
 
 
+_IDENTITY_CACHE = ROOT / ".pytest_cache" / "sevd-identities"
+
+
+def test_identity(profile: str = "milan") -> bytes:
+    """A platform identity for `profile`, generated once and cached across runs.
+
+    Generating one costs seconds (RSA-4096 simulated AMD roots), so daemons under test start
+    with a pre-generated identity in their state directory, as DESIGN §6 suggests.
+    """
+    path = _IDENTITY_CACHE / f"{profile}.identity"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    from sevd.domain.psp import generate
+
+    data = generate(profile, b"sevd integration tests " + profile.encode()).to_bytes()
+    _IDENTITY_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return data
+
+
 def start_daemon(base: Path, *extra: str, env: dict[str, str] | None = None,
-                 wait: bool = True) -> DaemonProc:
+                 wait: bool = True, profile: str | None = None) -> DaemonProc:
+    """Start `python -m sevd` on `base`, with a cached platform identity unless one exists."""
+    if profile is None:
+        profile = extra[extra.index("--profile") + 1] if "--profile" in extra else "milan"
+    state = base / "state"
+    ident = state / f"platform-{profile}.identity"
+    if not ident.exists():
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ident.write_bytes(test_identity(profile))
+        ident.chmod(0o600)
     args = [sys.executable, "-m", "sevd", "--runtime-dir", str(base / "run"),
             "--state-dir", str(base / "state"), "--validate-returns", *extra]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -21,6 +21,9 @@ from sevd.commands.schema import CommandSchema, Schema, SchemaError
 from sevd.domain.errors import DomainError
 from sevd.domain.guest import Guest, GuestConfig
 from sevd.domain.host import Host
+from sevd.domain.platform import SevPlatform
+from sevd.domain.psp import SevError
+from sevd.domain.sev import LaunchError, SevGuest, SevState
 from sevd.protocol import jsonwrite
 from sevd.protocol.session import EventHub
 
@@ -48,6 +51,7 @@ class GuestSlot:
     socket_path: str = ""
     # HMP's sticky x/xp format and size, shared by all sessions of the guest (DESIGN §5).
     dump_defaults: Any = None
+    next_tick: float = 0.0
 
 
 class Sockets(Protocol):
@@ -77,6 +81,14 @@ class App:
         self.listeners: list[EventListener] = []
         self.background: set[Any] = set()  # tasks started by commands, awaited at shutdown
         self.request_quit: Callable[[], None] = lambda: None
+        # Injected by the daemon: the SEV platform, file access within the configured
+        # directories, the built-in firmware image, and persistence.
+        self.platform: SevPlatform | None = None
+        self.read_file: Callable[[str], bytes] = _no_files
+        self.builtin_firmware = b""
+        self.save_identity: Callable[[bytes], None] = lambda data: None
+        self.save_definition: Callable[[str, dict[str, Any]], None] = lambda n, a: None
+        self.delete_definition: Callable[[str], None] = lambda n: None
         self.control = Dispatcher(self, HOST, None)
         self.greeting = jsonwrite.message({"QMP": {
             "version": self.version_info(), "capabilities": ["oob"]}})
@@ -123,30 +135,62 @@ class App:
 
     # -- guests -----------------------------------------------------------------------------
 
-    async def add_guest(self, config: GuestConfig) -> GuestSlot:
+    async def add_guest(self, config: GuestConfig, args: dict[str, Any] | None = None
+                        ) -> GuestSlot:
+        """Create, launch and expose a guest; on any failure nothing is left behind."""
         self.host.check_new(config)
-        guest = self.make_guest(config)
-        slot = GuestSlot(guest=guest, hub=EventHub(),
-                         dispatcher=Dispatcher(self, GUEST, guest))
-        self.slots[config.name] = slot
+        name = config.name
+        guest = Guest(config, on_event=self._guest_event)
+        sev = None
+        if config.sev is not None:
+            if self.platform is None:
+                raise DomainError("SEV is not enabled in KVM")
+            sev = SevGuest(self.platform, guest.machine, config.sev,
+                           on_state=lambda old, new: self._sev_state(name, old, new))
+        guest.attach(sev, self.platform.profile.cbitpos if self.platform else 51)
+        slot = GuestSlot(guest=guest, hub=EventHub(), dispatcher=Dispatcher(self, GUEST, guest))
+        self.slots[name] = slot
         try:
+            try:
+                guest.launch()
+            except LaunchError as e:
+                from sevd.commands.sev import launch_error_text
+                raise DomainError(launch_error_text(e)) from None
             if self.sockets is not None:
                 await self.sockets.open_guest(slot)
             self.host.add(guest)
+            if config.start:
+                try:
+                    guest.start()
+                except SevError as e:
+                    from sevd.commands.sev import launch_finish_text
+                    raise DomainError(launch_finish_text(e)) from None
         except BaseException:
-            del self.slots[config.name]
+            self.slots.pop(name, None)
+            self.host.guests.pop(name, None)
             guest.destroy()
+            if slot.socket_path and self.sockets is not None:
+                await self.sockets.close_guest(slot)
             raise
-        if config.start:
-            guest.start()
-        log.info("guest %s added (%s)", config.name, guest.state.value)
-        self.emit(None, "SEVD_GUEST_ADDED", {"name": config.name})
+        if config.persistent and args is not None:
+            self.save_definition(name, args)
+        log.info("guest %s added (%s%s)", name, guest.state.value,
+                 f", SEV {sev.state.value}, ASID {sev.asid}" if sev else "")
+        self.emit(None, "SEVD_GUEST_ADDED", {"name": name})
         return slot
 
-    def make_guest(self, config: GuestConfig) -> Guest:
-        return Guest(config, on_event=self._guest_event)
+    def _sev_state(self, name: str, old: SevState, new: SevState) -> None:
+        data = {"name": name, "state": new.value, "previous": old.value}
+        if name in self.slots:
+            self.emit(name, "SEVD_SEV_STATE_CHANGE", data)
+        self.emit(None, "SEVD_SEV_STATE_CHANGE", data)
 
-    async def remove_guest(self, name: str) -> None:
+    def identity_changed(self) -> None:
+        if self.platform is not None:
+            self.save_identity(self.platform.export_identity())
+
+    async def remove_guest(self, name: str, forget: bool = False) -> None:
+        """End a guest instance; `forget` also deletes its persistent definition."""
         slot = self.slots.get(name)
         if slot is None:
             raise DomainError(f"Guest '{name}' not found")
@@ -156,11 +200,33 @@ class App:
                 await self.sockets.close_guest(slot)
         finally:
             del self.slots[name]
+        if forget:
+            self.delete_definition(name)
         log.info("guest %s removed", name)
         self.emit(None, "SEVD_GUEST_REMOVED", {"name": name})
 
+    def tick(self, now: float) -> None:
+        """Run the workload of every running guest whose interval has passed."""
+        for slot in self.slots.values():
+            g = slot.guest
+            if g.running and now >= slot.next_tick:
+                slot.next_tick = now + g.config.workload.interval
+                try:
+                    g.tick()
+                except Exception:
+                    log.exception("workload of guest %s failed", g.name)
+
     def guest_info(self, slot: GuestSlot) -> dict[str, Any]:
         g = slot.guest
-        return {"name": g.name, "uuid": g.config.uuid, "status": g.state.value,
-                "running": g.running, "memory": g.config.memory, "cpus": g.config.cpus,
-                "socket": slot.socket_path}
+        info: dict[str, Any] = {
+            "name": g.name, "uuid": g.config.uuid, "status": g.state.value,
+            "running": g.running, "memory": g.config.memory, "cpus": g.config.cpus,
+            "socket": slot.socket_path, "persistent": g.config.persistent}
+        if g.sev is not None:
+            info["sev"] = {"state": g.sev.state.value, "handle": g.sev.handle,
+                           "asid": g.sev.asid, "policy": g.sev.spec.policy, "es": g.sev.es}
+        return info
+
+
+def _no_files(path: str) -> bytes:
+    raise DomainError(f"Could not open '{path}': no file access is configured")

@@ -6,6 +6,9 @@ import asyncio
 from typing import Any
 
 from sevd.commands.registry import GUEST, HOST, Ctx, command
+from sevd.commands.sev import launch_finish_text
+from sevd.domain.errors import DomainError
+from sevd.domain.psp import SevError
 
 
 @command("query-status", GUEST)
@@ -22,8 +25,22 @@ def stop(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 
 @command("cont", GUEST)
 def cont(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
-    ctx.the_guest.cont()
+    guest = ctx.the_guest
+    try:
+        guest.cont()
+    except SevError as e:
+        # QEMU exit(1)s when LAUNCH_FINISH fails: the instance ends after this reply.
+        ctx.app.emit(guest.name, "SHUTDOWN", {"guest": False, "reason": "host-error"})
+        _end_instance(ctx, guest.name)
+        raise DomainError(launch_finish_text(e)) from None
     return {}
+
+
+def _end_instance(ctx: Ctx, name: str) -> None:
+    app = ctx.app
+    task = asyncio.get_running_loop().create_task(app.remove_guest(name))
+    app.background.add(task)
+    task.add_done_callback(app.background.discard)
 
 
 @command("system_reset", GUEST)
@@ -44,10 +61,7 @@ def quit_guest(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     guest.quit()
     # The reply goes out first; the instance ends on the next loop iteration (QEMU: "every
     # attempt is made to send the QMP response before terminating").
-    app = ctx.app
-    task = asyncio.get_running_loop().create_task(app.remove_guest(guest.name))
-    app.background.add(task)
-    task.add_done_callback(app.background.discard)
+    _end_instance(ctx, guest.name)
     return {}
 
 

@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sevd.domain.boot import GuestOS, Workload
 from sevd.domain.errors import DomainError
+from sevd.domain.machine import Machine
+from sevd.domain.sev import LaunchInputs, SevGuest, SevSpec
 
 MIB = 1 << 20
 DEFAULT_MEMORY = 256 * MIB
@@ -63,6 +66,14 @@ class GuestConfig:
     cpus: int = 1
     uuid: str = ""
     start: bool = False
+    sev: SevSpec | None = None
+    firmware: bytes = b""
+    kernel: bytes | None = None
+    initrd: bytes | None = None
+    append: str | None = None
+    workload: Workload = field(default_factory=Workload)
+    debug: bool = True  # the 2016 RFC's security-policy object: may the monitor debug?
+    persistent: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -82,15 +93,37 @@ class GuestConfig:
             self.uuid = str(uuidlib.uuid4())
 
 
-@dataclass
+@dataclass(eq=False)
 class Guest:
-    """One guest instance: its configuration, run state and (later) its SEV context."""
+    """One guest instance: configuration, run state, hardware, SEV context, software."""
 
     config: GuestConfig
     on_event: EventSink = field(repr=False, default=lambda g, e, d: None)
     state: RunState = RunState.PRELAUNCH
     ever_ran: bool = False
     resets: int = 0
+    machine: Machine = field(init=False, repr=False)
+    sev: SevGuest | None = field(default=None, repr=False)
+    os: GuestOS = field(init=False, repr=False)
+    cbitpos: int = 51
+    _needs_boot: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.machine = Machine(self.config.memory, self.config.cpus, len(self.config.firmware))
+
+    def attach(self, sev: SevGuest | None, cbitpos: int) -> None:
+        """Give the guest its SEV context (None: a plain guest) and its software."""
+        self.sev = sev
+        self.cbitpos = cbitpos
+        self.os = GuestOS(self.machine, sev, cbitpos, self.config.workload)
+
+    def launch(self) -> None:
+        """Machine init: the SEV launch up to LAUNCH_MEASURE, or plain firmware loading."""
+        cfg = self.config
+        if self.sev is not None:
+            self.sev.launch(LaunchInputs(cfg.firmware, cfg.kernel, cfg.initrd, cfg.append))
+        elif cfg.firmware:
+            self.machine.store.write(self.machine.firmware_base, cfg.firmware)
 
     @property
     def name(self) -> str:
@@ -104,13 +137,21 @@ class Guest:
         self.on_event(self, event.value, data)
 
     def _first_run(self) -> None:
-        """Hook for the first transition to running (SEV: LAUNCH_FINISH); see subclasses."""
+        """The first transition to running: LAUNCH_FINISH, then the firmware boots."""
+        if self.sev is not None:
+            self.sev.finish()
+        self.os.boot()
 
     def start(self) -> None:
         """Machine init done without -S: run straight away (no RESUME, as QEMU at boot)."""
         self._first_run()
         self.ever_ran = True
         self.state = RunState.RUNNING
+
+    def tick(self) -> None:
+        """One step of the guest's workload (called periodically while it runs)."""
+        if self.state is RunState.RUNNING:
+            self.os.tick()
 
     def stop(self) -> None:
         # vm_stop(): no event when already stopped.
@@ -126,12 +167,24 @@ class Guest:
         if not self.ever_ran:
             self._first_run()
             self.ever_ran = True
+        elif self._needs_boot:
+            self.os.boot()
+        self._needs_boot = False
         self.state = RunState.RUNNING
         self._emit(Event.RESUME)
 
     def system_reset(self) -> None:
         self.resets += 1
         self._emit(Event.RESET, {"guest": False, "reason": "host-qmp-system-reset"})
+        # The vCPUs reset; the firmware boots again when they next run. Encrypted memory and
+        # the SEV state stay as they are (DESIGN §4, step 5).
+        for v in self.machine.vcpus:
+            v.reset()
+        if self.ever_ran:
+            if self.state is RunState.RUNNING:
+                self.os.boot()
+            else:
+                self._needs_boot = True
         # main_loop_should_exit(): after a reset, anything but running becomes prelaunch.
         if self.state is not RunState.RUNNING:
             self.state = RunState.PRELAUNCH
@@ -150,3 +203,5 @@ class Guest:
 
     def destroy(self) -> None:
         """Release what the guest holds (SEV: DEACTIVATE, DECOMMISSION, zero keys)."""
+        if self.sev is not None:
+            self.sev.destroy()
