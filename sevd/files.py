@@ -118,7 +118,7 @@ def _resolve_for_read(name: str, allowed: Sequence[str]) -> tuple[str, str]:
         for root in roots:
             if _inside(resolved, root):
                 return resolved, root
-        shown = f"File '{name}'" if resolved == os.path.normpath(candidate) else \
+        shown = f"File '{name}' is" if resolved == os.path.normpath(candidate) else \
             f"File '{name}' resolves to '{resolved}', which is"
         raise FileAccessError(f"{shown} outside the allowed directories ({_listing(allowed)})")
     if os.path.isabs(name):
