@@ -296,7 +296,7 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
         values[("paths", name)] = os.path.abspath(values[("paths", name)])
     control = values[("paths", "control_socket")]
     if len(os.fsencode(control)) > SUN_PATH_MAX:
-        raise ConfigError(f"{source}: paths.control_socket: '{control}' is "
+        raise ConfigError(f"{path or 'configuration'}: paths.control_socket: '{control}' is "
                           f"{len(os.fsencode(control))} bytes long, over the {SUN_PATH_MAX}-byte "
                           "limit of unix socket paths (choose a shorter runtime_dir)")
     return Config(values, source, path, env, dict(overrides or {}))
