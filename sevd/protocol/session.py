@@ -18,7 +18,7 @@ import collections
 import logging
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -243,7 +243,11 @@ class QmpSession(asyncio.Protocol):
     def _check_envelope(self, msg: dict[str, Any]) -> tuple[str, dict[str, Any] | None, bool]:
         """qmp_dispatch_check_obj() and the negotiation gate, with QEMU's texts."""
         exec_key: str | None = None
-        for key, value in msg.items():
+        # QEMU checks the members in its QDict's iteration order, not the order they were
+        # sent in; with two faults that order decides the text (e.g. `execute` and
+        # `exec-oob` together always give "'execute' clashes with 'exec-oob'").
+        for key in qdict_order(msg):
+            value = msg[key]
             if key == "execute" or (key == "exec-oob" and self.oob_enabled):
                 if type(value) is not str:
                     raise QmpError(f"QMP input member '{key}' must be a string")
@@ -261,6 +265,27 @@ class QmpSession(asyncio.Protocol):
         if not self.negotiated and name != "qmp_capabilities":
             raise QmpError(_NOT_NEGOTIATED, COMMAND_NOT_FOUND)
         return name, msg.get("arguments"), exec_key == "exec-oob"
+
+
+def _tdb_hash(key: str) -> int:
+    """tdb_hash() of qobject/qdict.c, in 32-bit unsigned arithmetic."""
+    raw = key.encode("utf-8", "surrogatepass")
+    value = (0x238F13AF * len(raw)) & 0xFFFFFFFF
+    for i, c in enumerate(raw):
+        value = (value + (c << (i * 5 % 24))) & 0xFFFFFFFF
+    return (1103515243 * value + 12345) & 0xFFFFFFFF
+
+
+def qdict_order(keys: Iterable[str]) -> list[str]:
+    """Keys in the order QEMU's qdict_first()/qdict_next() visit them.
+
+    Buckets (`tdb_hash % 512`) in ascending order; inside a bucket the key inserted last
+    comes first (QLIST_INSERT_HEAD). Only the envelope check uses it: sevd's own output keeps
+    its declared order (DESIGN §8).
+    """
+    indexed = list(enumerate(keys))
+    indexed.sort(key=lambda ik: (_tdb_hash(ik[1]) % 512, -ik[0]))
+    return [k for _, k in indexed]
 
 
 async def _settle(result: Awaitable[str]) -> tuple[bool, Any]:
