@@ -196,28 +196,31 @@ class PageCipher:
 
     def encrypt_page(self, gpa: int, plaintext: bytes) -> bytes:
         """Ciphertext of the 4096-byte page at ``gpa`` (page aligned)."""
-        ctx = _XtsCipher(self._alg, modes.XTS(gpa.to_bytes(16, "little"))).encryptor()
-        out = ctx.update(plaintext)
-        ctx.finalize()
-        return out
+        # XTS has no final block: update() of a whole data unit is the whole ciphertext
+        # (finalize() would only return b""), so the context is simply dropped.
+        return (
+            _XtsCipher(self._alg, modes.XTS(gpa.to_bytes(16, "little")))
+            .encryptor()
+            .update(plaintext)
+        )
 
     def decrypt_page(self, gpa: int, ciphertext: bytes) -> bytes:
         """Plaintext of the 4096-byte page at ``gpa`` (page aligned)."""
-        ctx = _XtsCipher(self._alg, modes.XTS(gpa.to_bytes(16, "little"))).decryptor()
-        out = ctx.update(ciphertext)
-        ctx.finalize()
-        return out
+        return (
+            _XtsCipher(self._alg, modes.XTS(gpa.to_bytes(16, "little")))
+            .decryptor()
+            .update(ciphertext)
+        )
 
-    def encrypt_pages(self, gpa: int, plaintext: bytes) -> list[bytes]:
+    def encrypt_pages(self, gpa: int, plaintext: bytes | memoryview) -> list[bytes]:
         """Ciphertext of a run of whole pages starting at the page-aligned ``gpa``."""
-        alg, xts = self._alg, modes.XTS
-        out = []
-        view = memoryview(plaintext)
-        for off in range(0, len(plaintext), PAGE_SIZE):
-            ctx = _XtsCipher(alg, xts((gpa + off).to_bytes(16, "little"))).encryptor()
-            out.append(ctx.update(view[off : off + PAGE_SIZE]))
-            ctx.finalize()
-        return out
+        alg, xts, cipher = self._alg, modes.XTS, _XtsCipher
+        return [
+            cipher(alg, xts((gpa + off).to_bytes(16, "little")))
+            .encryptor()
+            .update(plaintext[off : off + PAGE_SIZE])
+            for off in range(0, len(plaintext), PAGE_SIZE)
+        ]
 
 
 def _pages_of(gpa: int, length: int) -> Iterator[tuple[int, int, int]]:
@@ -274,5 +277,5 @@ def write_private(memory: GuestMemory, cipher: PageCipher, gpa: int, plaintext: 
 
 def _write_run(memory: GuestMemory, cipher: PageCipher, gpa: int, data: memoryview) -> None:
     first = gpa >> PAGE_SHIFT
-    for i, page in enumerate(cipher.encrypt_pages(gpa, bytes(data))):
+    for i, page in enumerate(cipher.encrypt_pages(gpa, data)):
         memory.write_page(first + i, page)
