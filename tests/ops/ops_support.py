@@ -85,10 +85,44 @@ class Sevd:
             time.sleep(0.01)
 
 
+_IDENTITY_CACHE = ROOT / ".pytest_cache" / "sevd-identities"  # shared with tests/conftest.py
+
+
+def identity(profile: str = "milan") -> bytes:
+    """A platform identity generated once and cached (RSA-4096 roots cost seconds)."""
+    path = _IDENTITY_CACHE / f"{profile}.identity"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    from sevd.domain.psp import generate
+
+    data = generate(profile, b"sevd integration tests " + profile.encode()).to_bytes()
+    _IDENTITY_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return data
+
+
+def seed_state(state: Path, profile: str = "milan") -> None:
+    """Give a state directory the cached identity, as a daemon that ran before would have."""
+    ident = state / f"platform-{profile}.identity"
+    if not ident.exists():
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ident.write_bytes(identity(profile))
+        ident.chmod(0o600)
+
+
 def spawn(base: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True,
-          dirs: bool = True, cmd: list[str] | None = None, **popen: Any) -> Sevd:
-    """Start sevd with its runtime/state dirs under `base`; wait for its control socket."""
-    args = [*(cmd or []), sys.executable, "-m", "sevd"]
+          dirs: bool = True, cmd: list[str] | None = None, pyflags: tuple[str, ...] = (),
+          **popen: Any) -> Sevd:
+    """Start sevd with its runtime/state dirs under `base`; wait for its control socket.
+
+    `cmd` goes before the interpreter (e.g. systemd-socket-activate and its options).
+    """
+    args = [*(cmd or []), sys.executable, *pyflags, "-m", "sevd"]
+    seed_state(base / "state")
     if dirs:
         args += ["--runtime-dir", str(base / "run"), "--state-dir", str(base / "state")]
     args += list(extra)
