@@ -339,3 +339,12 @@ def test_es_policy_needs_config_es(fw: SevFirmware) -> None:
     with pytest.raises(SevError) as err:
         fw.launch_start(0x4)
     assert err.value.status is SevStatus.UNSUPPORTED
+
+
+@pytest.mark.parametrize("policy", [-1, 1 << 32])
+def test_policy_outside_u32_is_invalid_param(fw: SevFirmware, policy: int) -> None:
+    owner = Owner(policy=0)
+    for kwargs in ({}, {"dh_cert": owner.godh, "session": owner.session(pdh_of(fw))}):
+        with pytest.raises(SevError) as err:
+            fw.launch_start(policy, **kwargs)  # type: ignore[arg-type]
+        assert err.value.status is SevStatus.INVALID_PARAM

@@ -34,7 +34,7 @@ class ActivationCommands(FirmwareBase):
         self._require(PlatformState.WORKING)
         guest = self._guest(handle)
         # "Check that the ASID is valid"
-        if asid == 0 or asid > self.profile.max_asid:
+        if asid <= 0 or asid > self.profile.max_asid:
             raise SevError(SevStatus.INVALID_ASID)
         # "Check that no guest has this ASID" (sevd: unless every owner shares this VEK).
         owners = self._asid_users.get(asid, set())

@@ -32,10 +32,18 @@ __all__ = ["ChannelMixin"]
 class ChannelMixin(FirmwareBase):
     """Helpers for the commands that create guests."""
 
+    @staticmethod
+    def _policy(policy: int) -> GuestPolicy:
+        # The command buffer's policy is a u32; anything else cannot reach real firmware.
+        if not 0 <= policy <= 0xFFFF_FFFF:
+            raise SevError(SevStatus.INVALID_PARAM)
+        return GuestPolicy.from_int(policy)
+
     def _open_server_channel(
         self, dh_cert: bytes, session: bytes, policy: int
     ) -> tuple[bytes, bytes]:
         """``(TEK, TIK)`` from the peer's DH certificate and session blob, or SevError."""
+        decoded = self._policy(policy)
         cert = parse_cert(dh_cert)
         pdh_key = self._identity.store.pdh_key
         if pdh_key is None:
@@ -52,7 +60,6 @@ class ChannelMixin(FirmwareBase):
             check_policy_mac(tik, policy, blob.policy_mac)
         except ValueError:
             raise SevError(SevStatus.BAD_MEASUREMENT) from None
-        decoded = GuestPolicy.from_int(policy)
         # "Check that the API version is supported"
         if not decoded.api_satisfied_by(self.profile.api_major, self.profile.api_minor):
             raise SevError(SevStatus.POLICY_FAILURE)
@@ -70,7 +77,7 @@ class ChannelMixin(FirmwareBase):
         tek: bytes,
         tik: bytes,
     ) -> int:
-        decoded = GuestPolicy.from_int(policy)
+        decoded = self._policy(policy)
         if share_handle == 0:
             # "Generate a new VEK seed"
             vek = self._random(16)

@@ -33,6 +33,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from functools import cached_property
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -315,7 +316,7 @@ class PlatformIdentity:
     def host_profile(self) -> HostProfile:
         return get_profile(self.profile)
 
-    @property
+    @cached_property
     def cek_key(self) -> ec.EllipticCurvePrivateKey:
         """The CEK, derived from the chip-unique key (ASPFW ``sev_cek_derive``)."""
         return ec_key_from_secret(kdf(self.chip_key, LABEL_CEK, 56))

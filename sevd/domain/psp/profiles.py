@@ -89,8 +89,6 @@ class HostProfile:
     amd_root_bits: int
     #: guest handles 1..handle_limit (ASPFW SEV_GUEST_COUNT_MAX)
     handle_limit: int = 1024
-    #: sockets reported by GET_ID (64 bytes each)
-    sockets: int = 1
 
     @property
     def api_version(self) -> tuple[int, int]:
