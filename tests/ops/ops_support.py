@@ -46,6 +46,7 @@ class Sevd:
     base: Path
     proc: subprocess.Popen[bytes]
     args: list[str]
+    logs: str = "sevd"  # stem of this process's <logs>.stdout / <logs>.stderr files
 
     @property
     def run_dir(self) -> Path:
@@ -59,10 +60,10 @@ class Sevd:
         return str(self.run_dir / "guests" / f"{name}.qmp")
 
     def log(self) -> str:
-        return (self.base / "stderr.log").read_text(errors="replace")
+        return (self.base / f"{self.logs}.stderr").read_text(errors="replace")
 
     def stdout(self) -> str:
-        return (self.base / "stdout.log").read_text(errors="replace")
+        return (self.base / f"{self.logs}.stdout").read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         if self.proc.poll() is None:
@@ -116,20 +117,27 @@ def seed_state(state: Path, profile: str = "milan") -> None:
 
 def spawn(base: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True,
           dirs: bool = True, cmd: list[str] | None = None, pyflags: tuple[str, ...] = (),
-          **popen: Any) -> Sevd:
-    """Start sevd with its runtime/state dirs under `base`; wait for its control socket.
+          logs: str | None = None, **popen: Any) -> Sevd:
+    """Start sevd with its runtime/state dirs under `base`; wait until it listens.
 
-    `cmd` goes before the interpreter (e.g. systemd-socket-activate and its options).
+    `cmd` goes before the interpreter (e.g. systemd-socket-activate and its options). Each
+    process logs to its own `<logs>.stdout`/`<logs>.stderr` in `base` (default: a new name),
+    so a daemon started again on the same directories is not mistaken for its predecessor.
     """
+    if logs is None:
+        n = 0
+        while (base / f"sevd{n}.stderr").exists():
+            n += 1
+        logs = f"sevd{n}"
     args = [*(cmd or []), sys.executable, *pyflags, "-m", "sevd"]
     seed_state(base / "state")
     if dirs:
         args += ["--runtime-dir", str(base / "run"), "--state-dir", str(base / "state")]
     args += list(extra)
-    with open(base / "stdout.log", "ab") as out, open(base / "stderr.log", "ab") as err:
+    with open(base / f"{logs}.stdout", "ab") as out, open(base / f"{logs}.stderr", "ab") as err:
         proc = subprocess.Popen(args, stdout=out, stderr=err, cwd=str(base),
                                 env={**os.environ, **(env or {})}, **popen)
-    d = Sevd(base, proc, args)
+    d = Sevd(base, proc, args, logs)
     if wait:
         wait_for(lambda: os.path.exists(d.control) and "listening on" in d.stdout(), proc,
                  d.log)
