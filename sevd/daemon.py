@@ -67,6 +67,7 @@ class Daemon:
         self.state = StateDir(config.state_dir)
         self.app.read_file = lambda name: open_for_read(name, c["paths.firmware_dirs"])
         self.app.builtin_firmware = builtin_firmware()
+        self.app.dump_dir = c["paths.dump_dir"]
         self.app.save_identity = lambda data: self.state.save_identity(self.profile, data)
         self.app.save_definition = self.state.save_guest
         self.app.delete_definition = self.state.delete_guest

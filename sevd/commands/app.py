@@ -86,6 +86,7 @@ class App:
         self.platform: SevPlatform | None = None
         self.read_file: Callable[[str], bytes] = _no_files
         self.builtin_firmware = b""
+        self.dump_dir = "dumps"
         self.save_identity: Callable[[bytes], None] = lambda data: None
         self.save_definition: Callable[[str, dict[str, Any]], None] = lambda n, a: None
         self.delete_definition: Callable[[str], None] = lambda n: None

@@ -17,6 +17,7 @@ def human_monitor_command(ctx: Ctx, args: dict[str, Any]) -> str:
     index = args.get("cpu-index")
     if index is not None and not 0 <= index < cpus:
         raise QmpError("Parameter 'cpu-index' expects a CPU number")
+    ctx.cpu = index or 0
     monitor = guest_monitor() if ctx.guest is not None else host_monitor()
     try:
         return monitor.run(args["command-line"], ctx)

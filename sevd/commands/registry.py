@@ -31,7 +31,7 @@ log = logging.getLogger("sevd.commands")
 
 HOST = "host"
 GUEST = "guest"
-FAMILIES = ("core", "runstate", "machine", "guests", "hmp", "sev")
+FAMILIES = ("core", "runstate", "machine", "guests", "hmp", "sev", "memory")
 
 
 @dataclass(slots=True)
@@ -41,6 +41,7 @@ class Ctx:
     session: QmpSession | None
     app: App
     guest: Guest | None
+    cpu: int = 0  # HMP's current vCPU (human-monitor-command's cpu-index)
 
     @property
     def the_guest(self) -> Guest:

@@ -34,6 +34,17 @@ _SIZED = {"int8": (-128, 127, "int8_t"), "int16": (-32768, 32767, "int16_t"),
           "uint16": (0, 65535, "uint16_t"), "uint32": (0, (1 << 32) - 1, "uint32_t")}
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    # QEMU's visitor wants a JSON integer: 2.0 is a double there, though JSON Schema calls it
+    # an integer.
+    return type(instance) is int
+
+
+_QmpValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
+
+
 class SchemaError(Exception):
     """The schema files are inconsistent; the daemon must not start."""
 
@@ -150,8 +161,7 @@ class Schema:
 
     def _validator(self, base: str, pointer: str) -> Any:
         # Validate through a $ref into the document, so relative $refs keep resolving.
-        return jsonschema.Draft202012Validator({"$ref": base + "#" + pointer},
-                                               registry=self.registry)
+        return _QmpValidator({"$ref": base + "#" + pointer}, registry=self.registry)
 
     def resolve(self, schema: dict[str, Any], base: str) -> tuple[dict[str, Any], str]:
         """Follow `$ref`s to the schema that says what a value is; (schema, its document)."""
@@ -160,9 +170,12 @@ class Schema:
             doc, _, pointer = ref.partition("#")
             if doc:
                 base = doc if "://" in doc else base.rsplit("/", 1)[0] + "/" + doc
-            target: Any = self.registry.contents(base)
-            for part in filter(None, pointer.split("/")):
-                target = target[part.replace("~1", "/").replace("~0", "~")]
+            try:
+                target: Any = self.registry.contents(base)
+                for part in filter(None, pointer.split("/")):
+                    target = target[part.replace("~1", "/").replace("~0", "~")]
+            except (LookupError, TypeError):
+                raise SchemaError(f"{base}: $ref '{ref}' points nowhere") from None
             extra = {k: v for k, v in schema.items() if k != "$ref"}
             schema = {**target, **extra}
         return schema, base
@@ -231,13 +244,13 @@ class Schema:
             return None if type(v) in (int, float, JFloat) else \
                 f"Invalid parameter type for '{full}', expected: number"
         is_int = type(v) is int
-        if qtype in ("uint64", "size"):
-            # qobject_input_type_uint64(): any uint64, or an int64 (wrapped), else this text.
-            if is_int and _INT64[0] <= v <= _UINT64[1]:
-                return None
-            return f"Parameter '{full}' expects {qtype}"
-        if not is_int or (not _INT64[0] <= v <= _INT64[1] and not (
-                qtype.startswith("uint") and 0 <= v <= _UINT64[1])):
+        if qtype.startswith("uint") or qtype == "size":
+            # visit_type_uintN() and type_size() visit as uint64 first: any uint64, or an
+            # int64 (wrapped), else "Parameter 'x' expects uint64".
+            if not (is_int and _INT64[0] <= v <= _UINT64[1]):
+                return f"Parameter '{full}' expects uint64"
+            v &= _UINT64[1]
+        elif not is_int or not _INT64[0] <= v <= _INT64[1]:
             return f"Invalid parameter type for '{full}', expected: integer"
         if qtype in _SIZED:
             lo, hi, cname = _SIZED[qtype]

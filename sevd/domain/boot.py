@@ -119,7 +119,8 @@ class GuestOS:
         w = self.workload
         if w.heartbeat:
             self.beats += 1
-            beat = struct.pack("<8sQQ", b"SEVDHB01", self.beats, self.boots)
+            # Whole pages: the firmware zeroes what it uses, so no stale bytes show.
+            beat = struct.pack("<8sQQ", b"SEVDHB01", self.beats, self.boots).ljust(PAGE, b"\0")
             if HEARTBEAT + PAGE <= self.mapped_end:
                 self.write(HEARTBEAT, beat)
             if self.shared_ranges():
