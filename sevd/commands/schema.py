@@ -40,7 +40,7 @@ def _is_integer(checker: Any, instance: Any) -> bool:
     return type(instance) is int
 
 
-_QmpValidator = jsonschema.validators.extend(
+_QmpValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
     jsonschema.Draft202012Validator,
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 

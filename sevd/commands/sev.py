@@ -147,7 +147,7 @@ def query_sev(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 @command("query-sev-launch-measure", GUEST)
 def query_sev_launch_measure(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     s = ctx.the_guest.sev
-    if s is None or s.measurement is None or s.state.index < SevState.LAUNCH_SECRET.index:
+    if s is None or s.measurement is None or s.state.number < SevState.LAUNCH_SECRET.number:
         raise DomainError("SEV launch measurement is not available")
     return {"data": base64.b64encode(s.measurement).decode()}
 
@@ -165,7 +165,7 @@ def sev_inject_launch_secret(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
         gpa = s.secret_area[0]
     gpa &= (1 << 64) - 1  # uint64: QEMU wraps negative values
     if s.state is not SevState.LAUNCH_SECRET:
-        raise DomainError(f"SEV: Not in correct state. (LSECRET) {s.state.index:x}")
+        raise DomainError(f"SEV: Not in correct state. (LSECRET) {s.state.number:x}")
     header = g_base64_decode(args["packet-header"])
     if not header:
         raise DomainError("SEV: Failed to decode sequence header")

@@ -121,7 +121,7 @@ class GuestOS:
             self.beats += 1
             # Whole pages: the firmware zeroes what it uses, so no stale bytes show.
             beat = struct.pack("<8sQQ", b"SEVDHB01", self.beats, self.boots).ljust(PAGE, b"\0")
-            if HEARTBEAT + PAGE <= self.mapped_end:
+            if self.mapped_end >= HEARTBEAT + PAGE:
                 self.write(HEARTBEAT, beat)
             if self.shared_ranges():
                 self.write(SHARED_HEARTBEAT, beat, private=False)

@@ -74,7 +74,7 @@ class PageWalker:
             entry = raw & self.me_mask
             if not entry & P:
                 return None
-            if level in (1, 2) and entry & PS or level == 3:
+            if (level in (1, 2) and entry & PS) or level == 3:
                 size = 1 << shift
                 base = entry & ADDR & ~(size - 1)
                 return base | (vaddr & (size - 1)), bool(raw & self.cbit)

@@ -36,7 +36,7 @@ class SevState(enum.StrEnum):
     RECEIVE_UPDATE = "receive-update"
 
     @property
-    def index(self) -> int:
+    def number(self) -> int:
         return list(SevState).index(self)
 
 
