@@ -294,8 +294,7 @@ def query_sev_certificates(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 
 def _split_roots(chain: bytes) -> tuple[bytes, bytes]:
     from sevd.formats.amdca import AmdCaCert
-    first = AmdCaCert.from_bytes(chain)
-    n = len(first.to_bytes())
+    n = AmdCaCert.encoded_length(chain)  # from_bytes takes exactly one certificate
     return chain[:n], chain[n:]
 
 
