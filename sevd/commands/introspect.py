@@ -76,6 +76,13 @@ class _Introspector:
             if msub.get("x-features"):
                 member["features"] = list(msub["x-features"])
             entry["members"].append(member)
+        union = s.get("x-union")
+        if union is not None:
+            # A flat union (SevInfo): the base members above, then the tag and one variant
+            # type per case, as QEMU's SchemaInfoObject has them.
+            entry["tag"] = union["tag"]
+            entry["variants"] = [{"case": case, "type": self.use(sub, base)}
+                                 for case, sub in union["variants"].items()]
         return masked
 
 
