@@ -22,8 +22,8 @@ from sevd.commands.schema import Schema
 from sevd.config import Config, ConfigError
 from sevd.domain.errors import DomainError
 from sevd.files import ensure_dir, open_for_read
-from sevd.state import StateDir
 from sevd.protocol.session import Limits
+from sevd.state import StateDir
 from sevd.transports.unix import (
     AccessPolicy,
     ConnectionBudget,
@@ -163,7 +163,10 @@ class Daemon:
             inherited = systemd.listen_fds()
             sock = systemd.take_socket(inherited, "control", self.config.control_socket)
             for extra in inherited:
-                log.warning("ignoring inherited socket %s (%s)", extra.name, extra.path)
+                log.warning("ignoring inherited socket fd %d (name %s, path %s): neither named "
+                            "'control' (FileDescriptorName=) nor bound at %s "
+                            "(paths.control_socket)", extra.sock.fileno(), extra.name,
+                            extra.path, self.config.control_socket)
                 extra.sock.close()
             self.control = UnixEndpoint(self.config.control_socket, self.app.control,
                                         self.app.host_hub, self.app.greeting, self.options,
