@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import re
 import sys
@@ -113,6 +114,43 @@ async def hmp(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _certificates(control: str) -> dict[str, bytes]:
+    async with Connection(control) as c:
+        certs = await c.execute("query-sev-certificates")
+    return {k: base64.b64decode(v) for k, v in certs.items()}
+
+
+def fetch_chain(args: argparse.Namespace) -> bytes:
+    """The platform's full chain PDH‖PEK‖OCA‖CEK‖ASK‖ARK, from sevd (for `sevctl verify`)."""
+    c = asyncio.run(_certificates(args.socket or default_socket()))
+    return c["pdh"] + c["pek"] + c["oca"] + c["cek"] + c["ask"] + c["ark"]
+
+
+async def export(args: argparse.Namespace) -> int:
+    """virtee's `sevctl export [--full] PATH`: the chain as one file."""
+    c = await _certificates(args.socket)
+    data = c["pdh"] + c["pek"] + c["oca"] + c["cek"]
+    if args.full:
+        data += c["ask"] + c["ark"]
+    with open(args.path, "wb") as f:
+        f.write(data)
+    _emit(args, {"path": args.path, "bytes": len(data)},
+          f"wrote {'full ' if args.full else ''}certificate chain to {args.path}")
+    return 0
+
+
+async def firmware_export(args: argparse.Namespace) -> int:
+    """Write sevd's built-in firmware image, so owners can compute its launch digest."""
+    from importlib import resources
+
+    data = (resources.files("sevd") / "data" / "sevd-builtin.fd").read_bytes()
+    with open(args.path, "wb") as f:
+        f.write(data)
+    _emit(args, {"path": args.path, "bytes": len(data)},
+          f"wrote sevd's built-in firmware ({len(data)} bytes) to {args.path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sevctl", description="Control sevd and act as an SEV "
                                 "guest owner.")
@@ -147,12 +185,21 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("line")
     h.set_defaults(run=hmp)
 
-    try:
-        from sevctl.owner_cli import add_owner_commands
-    except ImportError:  # the guest owner's verbs are optional at import time
-        pass
-    else:
-        add_owner_commands(sub)
+    e = sub.add_parser("export", help="export the platform's certificate chain to a file")
+    e.add_argument("--full", action="store_true",
+                   help="include the (simulated) AMD ASK and ARK")
+    e.add_argument("path")
+    e.set_defaults(run=export)
+
+    fw = sub.add_parser("firmware", help="sevd's built-in firmware image")
+    fsub = fw.add_subparsers(dest="action", required=True)
+    fe = fsub.add_parser("export", help="write the built-in image to a file")
+    fe.add_argument("path")
+    fe.set_defaults(run=firmware_export)
+
+    from sevctl.owner_cli import add_owner_commands
+
+    add_owner_commands(sub, chain_fetcher=fetch_chain)
     return p
 
 
