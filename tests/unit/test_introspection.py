@@ -6,7 +6,7 @@ Proves, on the shipped schema and for each scope, that the generated introspecti
   integer type as `int`; every referenced type is defined exactly once, nothing unused;
 - marks optional members with `"default": null` and nothing else;
 - writes each entry's keys in QEMU's own order (name, ret-type, meta-type, arg-type;
-  members name, default, type), which sevd happens to share with QEMU here;
+  members name, default, type) wherever §8.7 shows one (not a contract, DESIGN §8);
 - matches the entries that reference/qmp.md §8.7 records from QEMU 7.2 for query-status,
   query-kvm, human-monitor-command, qmp_capabilities, the RESET event and the empty object,
   byte for byte once masked names are mapped, with sevd's deliberate differences spelled
@@ -94,8 +94,12 @@ def test_every_integer_type_is_int() -> None:
 
 
 def test_entry_keys_are_in_qemus_order(scope: str) -> None:
+    # Key order is not part of QMP's contract (DESIGN §8); sevd matches QEMU's for the key
+    # sets §8.7 shows, which keeps a byte-level diff against a QEMU dump readable. Unions
+    # (tag/variants) keep sevd's order.
     for e in entries(scope).values():
-        assert list(e) == qdict_order(e), e
+        if "variants" not in e:
+            assert list(e) == qdict_order(e), e
         for m in e.get("members", []):
             assert list(m) == qdict_order(m), e
 
