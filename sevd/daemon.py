@@ -155,6 +155,12 @@ class Daemon:
             self.app.tick(loop.time())
 
     async def start(self) -> None:
+        # Signals first: a SIGTERM that arrives while the platform loads or guests are
+        # restored (sockets may already accept) must stop the daemon gracefully, not kill it.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
         self._prepare_dirs()
         self._start_platform()
         try:
@@ -178,10 +184,6 @@ class Daemon:
             raise StartupError(f"cannot listen on {self.config.control_socket}: {e}") from None
         await self._restore_guests()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self._sighup)
 
     def _sighup(self) -> None:
         # Logs go to stderr (journald): there is no log file to reopen. What is safe to change
