@@ -185,3 +185,62 @@ async def add_guest(daemon: DaemonProc, name: str = "vm1", **args: Any) -> str:
     finally:
         await c.disconnect()
     return str(info["socket"])
+
+
+# -- Shared and custom daemons, and RawQmp for modules that cannot import this file ----------
+# (Several conftest.py files exist under tests/, so `import conftest` is ambiguous.)
+
+
+def _finish(d: DaemonProc) -> tuple[int, str]:
+    """Stop a daemon this suite started (SIGKILL if SIGTERM is not enough), drop its dirs;
+    return its exit code and what it wrote to stderr."""
+    try:
+        code = d.stop(timeout=10)
+    except subprocess.TimeoutExpired:
+        d.proc.kill()
+        code = d.proc.wait(10)
+    err = d.proc.stderr.read().decode(errors="replace") if d.proc.stderr else ""
+    for pipe in (d.proc.stdout, d.proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    shutil.rmtree(d.base, ignore_errors=True)
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def module_daemon() -> Iterator[DaemonProc]:
+    """One daemon for a whole test module (table-driven tests would otherwise start hundreds).
+
+    Tests must leave it as they found it (remove the guests they add). Logs at warning level
+    so that nothing fills the undrained stderr pipe over hundreds of tests.
+    """
+    d = start_daemon(short_tmpdir(), "--log-level", "warning")
+    yield d
+    code, err = _finish(d)
+    assert code == 0, f"sevd exited with {code}: {err}"
+
+
+@pytest.fixture
+def spawn_daemon() -> Iterator[Any]:
+    """`spawn(*flags, base=None, wait=True, env=None) -> DaemonProc`: daemons for one test.
+
+    Each runs on `base` (default: a fresh short directory) and is stopped at the end of the
+    test whatever state it is in; its directory is removed.
+    """
+    started: list[DaemonProc] = []
+
+    def spawn(*extra: str, base: Path | None = None, wait: bool = True,
+              env: dict[str, str] | None = None) -> DaemonProc:
+        d = start_daemon(base or short_tmpdir(), *extra, wait=wait, env=env)
+        started.append(d)
+        return d
+
+    yield spawn
+    for d in started:
+        _finish(d)
+
+
+@pytest.fixture
+def raw_qmp() -> type[RawQmp]:
+    """The `RawQmp` class itself."""
+    return RawQmp
