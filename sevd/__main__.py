@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--qemu-version", help="emulated QEMU version in the greeting")
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--max-clients", type=int, help="clients per socket")
+    p.add_argument("--http", metavar="LISTEN", help="serve read-only HTTP (metrics, health, "
+                   "API, events, status page) on unix:PATH or tcp:127.0.0.1:PORT "
+                   "(default: off)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="set any configuration key (repeatable; VALUE is read as TOML, "
                    "else as a string), e.g. --set qmp.max_output=1048576")
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         for flag, key in (("runtime_dir", "paths.runtime_dir"), ("state_dir", "paths.state_dir"),
                           ("socket", "paths.control_socket"), ("profile", "platform.profile"),
                           ("qemu_version", "qmp.qemu_version"), ("log_level", "log.level"),
-                          ("max_clients", "qmp.max_clients_per_socket")):
+                          ("max_clients", "qmp.max_clients_per_socket"),
+                          ("http", "http.listen")):
             value = getattr(args, flag)
             if value is not None:
                 overrides[key] = value

@@ -93,6 +93,31 @@ def _backlog(v: Any) -> str | None:
     return None if 1 <= v <= 65535 else "must be 1 to 65535"
 
 
+def _http_listen(v: Any) -> str | None:
+    """`""` (off), `unix:PATH` or `tcp:HOST:PORT` with a loopback HOST: the HTTP side is
+    read-only but unauthenticated, so it never listens beyond this machine."""
+    if v == "":
+        return None
+    kind, _, rest = v.partition(":")
+    if kind == "unix":
+        return None if rest else "must name a socket path after unix:"
+    if kind != "tcp":
+        return 'must be "", "unix:PATH" or "tcp:127.0.0.1:PORT"'
+    host, _, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or int(port) > 65535:
+        return "must end with a port number (0-65535)"
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return None if loopback else (f"must listen on a loopback address (127.0.0.1, [::1] or "
+                                  f"localhost), not '{host}': the HTTP side has no "
+                                  "authentication")
+
+
 def _seed(v: Any) -> str | None:
     try:
         bytes.fromhex(v)
@@ -133,6 +158,9 @@ KEYS: tuple[Key, ...] = (
     Key("log", "level", str, "info", _one_of(LOG_LEVELS)),
     Key("platform", "profile", str, "milan", _one_of(PROFILES), "simulated EPYC generation"),
     Key("platform", "seed", str, "", _seed, "hex seed for a reproducible platform"),
+    Key("http", "listen", str, "", _http_listen, "read-only HTTP (metrics, health, API, "
+        "events, status page): \"\" = off, \"unix:PATH\" (relative to runtime_dir) or "
+        "\"tcp:127.0.0.1:PORT\" (loopback only)"),
 )
 _BY_NAME = {(k.section, k.name): k for k in KEYS}
 

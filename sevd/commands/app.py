@@ -217,6 +217,21 @@ class App:
                 except Exception:
                     log.exception("workload of guest %s failed", g.name)
 
+    def wrap_handlers(self, wrap: Callable[[str, Handler], Handler]) -> None:
+        """Replace every handler by `wrap(name, handler)`, in place (dispatchers share the
+        tables). The HTTP side times commands this way while it is on; when it is off nothing
+        is wrapped and the hot path keeps its plain counters only."""
+        for table in self.tables.values():
+            for name, (cmd, handler) in table.items():
+                table[name] = (cmd, wrap(name, handler))
+
+    def memory_map(self, name: str) -> list[tuple[int, int, str]]:
+        """Guest `name`'s physical memory as runs of (start, end, "private" | "shared" |
+        "untouched"), for read-only views (KeyError for an unknown guest)."""
+        from sevd.domain.debug import page_kinds
+
+        return page_kinds(self.slots[name].guest)
+
     def guest_info(self, slot: GuestSlot) -> dict[str, Any]:
         g = slot.guest
         info: dict[str, Any] = {
