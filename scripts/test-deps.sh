@@ -3,7 +3,8 @@
 #   ovmf            real OVMF images (launch digests cross-checked with sev-snp-measure)
 #   qemu-system-x86 a real QEMU (format comparisons, bench/)
 #   gdb             the debugger peer of the gdb stub tests
-#   systemd         systemd-analyze verify, systemd-socket-activate
+#   systemd         systemd-analyze verify, systemd-socket-activate, systemd-sysusers
+#                   (tests/ops: units, socket activation, the sysusers entry)
 set -euo pipefail
 pkgs=(ovmf qemu-system-x86 gdb systemd)
 missing=()
