@@ -121,6 +121,9 @@ def launch_error_text(e: LaunchError) -> str:
     if e.step == "launch-start":
         return ("sev_common_kvm_init: failed to create encryption context "
                 f"(sev_launch_start: LAUNCH_START ret={EIO} {fw_error(cause)})")
+    if e.step == "update-vmsa":
+        # sev_launch_get_measure(): the VMSAs are measured at machine-init-done.
+        return f"sev_launch_update_vmsa: LAUNCH_UPDATE_VMSA ret={EIO} {fw_error(cause)}"
     return (f"SEV: Failed to encrypt pflash rom (sev_launch_update_data: LAUNCH_UPDATE "
             f"ret={EIO} {fw_error(cause)})")
 
@@ -177,7 +180,7 @@ def sev_inject_launch_secret(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     if region is None:
         raise DomainError(f"SEV: Failed to calculate guest address: No memory is mapped "
                           f"at address 0x{gpa:x}")
-    if region.kind != "ram":
+    if region.kind not in ("ram", "rom"):  # gpa2hva(): RAM, ROM and ROMD (pflash) pass
         raise DomainError(f"SEV: Failed to calculate guest address: Memory at address "
                           f"0x{gpa:x} is not RAM")
     if gpa + len(data) > region.end:
@@ -282,7 +285,10 @@ def query_sev_platform(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 def query_sev_certificates(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     plat = platform(ctx)
     fw = plat.fw
-    pdh, chain = fw.pdh_cert_export()
+    try:
+        pdh, chain = fw.pdh_cert_export()
+    except SevError as e:
+        raise DomainError(f"PDH_CERT_EXPORT failed: {fw_error(e)}") from None
     n = len(pdh)
     b64 = base64.b64encode
     roots = fw.amd_root_chain()  # ASK ‖ ARK, AMD CA format

@@ -129,10 +129,7 @@ class SevGuest:
         share = self.spec.handle
         try:
             # KVM_SEV_INIT binds the VM to an ASID first; key-sharing guests share theirs.
-            if share:
-                asid = fw.guest_info(share).asid
-            else:
-                asid = self.platform.reserve(self.es)
+            asid = fw.guest_info(share).asid if share else self.platform.reserve(self.es)
             self.asid = asid
         except SevError as e:  # the shared handle does not exist
             raise LaunchError("launch-start", e) from None
@@ -186,7 +183,10 @@ class SevGuest:
             for i, page in enumerate(vmsa_pages(len(m.vcpus), ap_eip, sig)):
                 gpa = m.vmsa_base + i * 4096
                 m.store.write(gpa, page)
-                fw.launch_update_vmsa(self.handle, gpa)
+                try:
+                    fw.launch_update_vmsa(self.handle, gpa)
+                except SevError as e:  # QEMU reports this step apart from the pflash one
+                    raise LaunchError("update-vmsa", e) from None
 
     def inject_secret(self, header: bytes, secret: bytes, gpa: int) -> None:
         self.fw.launch_secret(self.handle, header, gpa, secret)

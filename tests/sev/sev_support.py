@@ -102,13 +102,19 @@ def stop_daemon(d: DaemonProc) -> None:
 
 
 @asynccontextmanager
-async def qmp(path: str, name: str = "test") -> AsyncIterator[QMPClient]:
+async def qmp(path: str, name: str = "test", ends: bool = False) -> AsyncIterator[QMPClient]:
+    """A negotiated qemu.qmp client; `ends`: the instance is expected to hang up (QEMU's
+    quit or exit), which qemu.qmp reports as EOFError on disconnect."""
     c = QMPClient(name)
     await c.connect(path)
     try:
         yield c
     finally:
-        await c.disconnect()
+        try:
+            await c.disconnect()
+        except EOFError:
+            if not ends:
+                raise
 
 
 async def error_of(client: QMPClient, cmd: str, args: dict[str, Any] | None = None) -> str:
