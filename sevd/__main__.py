@@ -55,14 +55,14 @@ def raise_fd_limit() -> None:
     connection limits; systemd keeps the soft limit low only for programs that use
     select(), which asyncio's epoll loop does not (systemd.exec(5), LimitNOFILE=).
     """
+    import contextlib
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
-        try:
+        # Refused e.g. by a seccomp filter: the connection limits still protect the daemon.
+        with contextlib.suppress(OSError, ValueError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError):  # e.g. a seccomp filter; the connection limits remain
-            pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -194,3 +194,10 @@ def test_check_config_imports_nothing_heavy() -> None:
     assert "sevd.config" in modules  # the probe works
     for heavy in ("aiohttp", "asyncio", "jsonschema", "cryptography", "sevd.daemon"):
         assert heavy not in modules, f"--check-config imports {heavy}"
+
+
+def test_readme_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    c = load(write(tmp_path, example), {})
+    assert c["access.allow_uids"] == [1000] and c["qmp.backlog"] == 2048
