@@ -46,6 +46,14 @@ class Vcpu:
             "rip": 0xFFF0, "rflags": 0x2, "cr0": 0x60000010, "cr2": 0, "cr3": 0, "cr4": 0,
             "efer": 0, "cs": 0xF000, "cs_base": 0xFFFF0000, "ds": 0, "es": 0, "ss": 0,
             "fs": 0, "gs": 0, "dr6": 0xFFFF0FF0, "dr7": 0x400,
+            # What `info registers` and the gdb stub show besides (sevd.hmp.cpudump names).
+            # Segment descriptor caches are left out on purpose: cpudump derives them from
+            # the selectors and the mode, so a boot that only loads selectors dumps as a
+            # real long-mode guest; set <seg>_base/_limit/_attr to override.
+            "dr0": 0, "dr1": 0, "dr2": 0, "dr3": 0, "cr8": 0, "ldt": 0, "tr": 0,
+            "gdt_base": 0, "gdt_limit": 0xFFFF, "idt_base": 0, "idt_limit": 0xFFFF,
+            "fs_base": 0, "gs_base": 0, "kernel_gs_base": 0,
+            "fcw": 0x37F, "fsw": 0, "ftw": 0, "mxcsr": 0x1F80, "xcr0": 0x1,
         }
 
 
