@@ -161,12 +161,16 @@ class UnixEndpoint:
             return f"Too many clients (limit {self.budget.max_total})"
         self.sessions.add(session)
         self.budget.current += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s connected to %s", session.describe(), self.path)
         return None
 
     def closed(self, session: QmpSession) -> None:
         if session in self.sessions:
             self.sessions.discard(session)
             self.budget.current -= 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s left %s", session.describe(), self.path)
 
     def stop_accepting(self) -> None:
         if self.server is not None:
