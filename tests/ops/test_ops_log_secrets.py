@@ -18,6 +18,7 @@ import sys
 import uuid
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from ops_support import ROOT, Sevd, short_tmpdir, spawn
@@ -73,7 +74,7 @@ async def launch(d: Sevd, sev: ModuleType, fw: Path) -> tuple[list[bytes], str]:
                 measurement = sev.unb64((await g.execute("query-sev-launch-measure"))["data"])
                 packet = owner.secret(measurement, {GUID: SECRET})
                 # A tampered packet first: its refusal is logged somewhere, with no payload.
-                bad = dict(packet.qmp_arguments())
+                bad: dict[str, Any] = dict(packet.qmp_arguments())
                 header = bytearray(base64.b64decode(bad["packet-header"]))
                 header[-1] ^= 1
                 bad["packet-header"] = base64.b64encode(bytes(header)).decode()
