@@ -66,12 +66,13 @@ async def launch(d: Sevd, sev: ModuleType, fw: Path) -> tuple[list[bytes], str]:
             secrets += [owner.session.tek, owner.session.tik]
             name = f"secretlog{i}"
             files = owner.write_files(fw, name) if as_files else None
-            info = await control.execute("guest-add", {
+            info: Any = await control.execute("guest-add", {
                 "name": name, "sev-guest": owner.sev_guest(files=files)})
             g = QMPClient("g")
             await g.connect(info["socket"])
             try:
-                measurement = sev.unb64((await g.execute("query-sev-launch-measure"))["data"])
+                measure: Any = await g.execute("query-sev-launch-measure")
+                measurement = sev.unb64(measure["data"])
                 packet = owner.secret(measurement, {GUID: SECRET})
                 # A tampered packet first: its refusal is logged somewhere, with no payload.
                 bad: dict[str, Any] = dict(packet.qmp_arguments())
