@@ -15,7 +15,7 @@ from typing import Any
 from sevd.commands.registry import GUEST, HOST, Ctx, command
 from sevd.domain.errors import DomainError
 from sevd.domain.platform import AsidExhausted, SevPlatform
-from sevd.domain.psp import Command, SevError, SevStatus
+from sevd.domain.psp import Command, InitFlag, SevError, SevStatus
 from sevd.domain.psp.guest import PlatformState
 from sevd.domain.psp.status import status_text
 from sevd.domain.sev import LaunchError, SevSpec, SevState
@@ -325,8 +325,23 @@ def sev_pek_generate(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 
 @command("sev-platform-reset", HOST)
 def sev_platform_reset(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
-    fw = platform(ctx).fw
-    return _platform_op(ctx, "PLATFORM_RESET", fw.platform_reset)
+    plat = platform(ctx)
+    fw = plat.fw
+
+    def reset() -> None:
+        # Linux's SEV_FACTORY_RESET (sev_ioctl_do_reset): refused while guests exist
+        # (WORKING); from INIT it SHUTDOWNs first, since PLATFORM_RESET needs UNINIT. The
+        # platform is INITed again, as the kernel does before the next command needing it.
+        if fw.state is PlatformState.WORKING:
+            raise SevError(SevStatus.INVALID_PLATFORM_STATE)
+        if fw.state is PlatformState.INIT:
+            fw.shutdown()
+        try:
+            fw.platform_reset()
+        finally:
+            fw.init(int(InitFlag.ES) if plat.profile.es else 0)
+
+    return _platform_op(ctx, "PLATFORM_RESET", reset)
 
 
 @command("sev-pek-csr", HOST)

@@ -11,8 +11,10 @@ import base64
 import importlib.util
 import itertools
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,8 +93,20 @@ def firmware_dir(base: Path) -> Path:
 def sev_daemon(base: Path, *flags: str, profile: str = "milan") -> DaemonProc:
     """A daemon whose only allowed file folder is `<base>/fw`."""
     fw = firmware_dir(base)
-    return start_daemon(base, "--profile", profile, "--set", f'paths.firmware_dirs=["{fw}"]',
-                        *flags, profile=profile)
+    d = start_daemon(base, "--profile", profile, "--set", f'paths.firmware_dirs=["{fw}"]',
+                     *flags, profile=profile)
+    # start_daemon waits for the socket file; after a SIGKILL the old one is still there.
+    deadline = time.monotonic() + 15
+    while True:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(d.control)
+                return d
+            except OSError:
+                if d.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("sevd is not listening: "
+                                       + d.proc.stderr.read().decode()[-3000:]) from None
+        time.sleep(0.01)
 
 
 def stop_daemon(d: DaemonProc) -> None:
