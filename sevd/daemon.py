@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sevd import __version__, systemd
 from sevd.commands.app import App, GuestSlot
@@ -32,6 +33,9 @@ from sevd.transports.unix import (
     UnixEndpoint,
     check_path,
 )
+
+if TYPE_CHECKING:
+    from sevd.transports.http import HttpServer
 
 log = logging.getLogger("sevd")
 
@@ -73,6 +77,8 @@ class Daemon:
         self.app.delete_definition = self.state.delete_guest
         self.profile: str = c["platform.profile"]
         self._ticker: asyncio.Task[None] | None = None
+        self.http: HttpServer | None = None  # the read-only HTTP side, when configured
+        self._started = False
 
     # -- guest sockets (App.sockets) --------------------------------------------------------
 
@@ -184,6 +190,45 @@ class Daemon:
             raise StartupError(f"cannot listen on {self.config.control_socket}: {e}") from None
         await self._restore_guests()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        if self.config["http.listen"]:
+            await self._start_http()
+        self._started = True
+
+    async def _start_http(self) -> None:
+        # Imported here, and only when configured: aiohttp and prometheus-client cost start-up
+        # time and memory that a daemon without HTTP never pays (issue #3).
+        from sevd.transports.http import HttpServer, ListenError
+
+        self.http = HttpServer(self.app, sessions=self.session_counts,
+                               problems=self.readiness_problems)
+        try:
+            await self.http.start(self.config["http.listen"], self.config.runtime_dir,
+                                  socket_mode=self.options.socket_mode,
+                                  backlog=self.options.backlog)
+        except ListenError as e:
+            raise StartupError(str(e)) from None
+
+    def session_counts(self) -> dict[str, int]:
+        """Connected QMP clients on the control socket and on guest sockets."""
+        return {"control": len(self.control.sessions) if self.control else 0,
+                "guest": sum(len(e.sessions) for e in self.endpoints.values())}
+
+    def readiness_problems(self) -> list[str]:
+        """Why the daemon is not ready (empty: every listener up, state loaded)."""
+        problems = []
+        if self.stopping.is_set():
+            problems.append("stopping")
+        if not self._started:
+            problems.append("starting: guests and listeners not all up yet")
+        if self.app.platform is None:
+            problems.append("SEV platform not loaded")
+        if self.control is None or self.control.server is None \
+                or not self.control.server.is_serving():
+            problems.append("control socket not listening")
+        for name, endpoint in self.endpoints.items():
+            if endpoint.server is None or not endpoint.server.is_serving():
+                problems.append(f"guest {name}: socket not listening")
+        return problems
 
     def _sighup(self) -> None:
         # Logs go to stderr (journald): there is no log file to reopen. What is safe to change
@@ -251,6 +296,9 @@ class Daemon:
         for name in list(self.app.slots):
             with contextlib.suppress(DomainError):
                 await self.app.remove_guest(name)
+        if self.http is not None:
+            # After the guests' SHUTDOWN and removal events, so event streams carry them.
+            await self.http.close()
         if self.control is not None:
             await self.control.close()
         if self._lock_fd is not None:

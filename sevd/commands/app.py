@@ -225,12 +225,38 @@ class App:
             for name, (cmd, handler) in table.items():
                 table[name] = (cmd, wrap(name, handler))
 
+    def query(self, name: str, args: dict[str, Any] | None = None) -> Any:
+        """Run host command `name` for a read-only view that is not a QMP session (HTTP):
+        its result, or QmpError with the text a QMP client would get. The handler is called
+        as registered (not wrapped, not counted in `stats`: it is not a QMP command)."""
+        from sevd.commands.registry import Ctx
+        from sevd.protocol.errors import QmpError
+
+        handler = handlers()[(HOST, name)]
+        try:
+            return handler(Ctx(None, self, None), args or {})
+        except DomainError as e:
+            raise QmpError(str(e)) from None
+
     def memory_map(self, name: str) -> list[tuple[int, int, str]]:
         """Guest `name`'s physical memory as runs of (start, end, "private" | "shared" |
         "untouched"), for read-only views (KeyError for an unknown guest)."""
         from sevd.domain.debug import page_kinds
 
         return page_kinds(self.slots[name].guest)
+
+    @staticmethod
+    def firmware_status_code(name: str) -> int | None:
+        """The AMD status number of a status name as the firmware's failure counters key it
+        (e.g. "BAD_MEASUREMENT" → 11), for read-only views; None if it names none."""
+        from sevd.domain.psp import SevStatus
+
+        if name.startswith("0x"):  # a status without an AMD name (status_name())
+            return int(name, 16)
+        try:
+            return int(SevStatus[name])
+        except KeyError:
+            return None
 
     def guest_info(self, slot: GuestSlot) -> dict[str, Any]:
         g = slot.guest
