@@ -200,6 +200,11 @@ def parser() -> argparse.ArgumentParser:
     from sevctl.owner_cli import add_owner_commands
 
     add_owner_commands(sub, chain_fetcher=fetch_chain)
+
+    from sevkbs.cli import add_commands as add_broker_commands
+
+    owner = sub.add_parser("owner", help="the guest owner's key broker (serve, check, digest)")
+    add_broker_commands(owner.add_subparsers(dest="owner_cmd", required=True, metavar="CMD"))
     return p
 
 
