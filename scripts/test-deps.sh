@@ -5,8 +5,9 @@
 #   gdb             the debugger peer of the gdb stub tests
 #   systemd         systemd-analyze verify, systemd-socket-activate, systemd-sysusers
 #                   (tests/ops: units, socket activation, the sysusers entry)
+#   chromium        headless rendering of the HTTP status page (tests/http)
 set -euo pipefail
-pkgs=(ovmf qemu-system-x86 gdb systemd)
+pkgs=(ovmf qemu-system-x86 gdb systemd chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
