@@ -34,7 +34,12 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable (it lives in the directory's entries)."""
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
@@ -72,8 +77,12 @@ class StateDir:
                      json.dumps(args, indent=2, sort_keys=True).encode())
 
     def delete_guest(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             (self.guests / f"{name}.json").unlink()
+        except FileNotFoundError:
+            return
+        # guest-remove replies after this: the definition must not come back after a crash.
+        fsync_dir(self.guests)
 
     def load_guests(self) -> list[dict[str, Any]]:
         out = []

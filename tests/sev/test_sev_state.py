@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import stat
@@ -291,3 +292,27 @@ async def test_sigkill_loop() -> None:
         assert in_flight_kills >= 5, in_flight_kills  # and was often killed mid-operation
     finally:
         stop_daemon(d)
+
+
+def test_definition_delete_is_durable(tmp_path: Path, monkeypatch: Any) -> None:
+    """guest-remove's reply means the definition is gone for good: the unlink is followed
+    by an fsync of the folder, as a write's rename is (else a power loss could bring the
+    guest back at the next start)."""
+    from sevd import state
+
+    sd = state.StateDir(tmp_path / "st")
+    sd.prepare()
+    sd.save_guest("a", {"name": "a"})
+    synced: list[str] = []
+    real = state.os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(state.os, "fsync", spy)
+    sd.delete_guest("a")
+    assert synced == [str(sd.guests)]
+    sd.delete_guest("a")  # already gone: nothing to do
+    assert synced == [str(sd.guests)]
+    assert sd.load_guests() == []
