@@ -116,6 +116,8 @@ async def test_pre_attestation_flow(milan: DaemonProc, control: QMPClient,
             owner.check_report(report, mnonce, digest)
             kvm = await g.execute("query-kvm")
             assert kvm == {"enabled": True, "present": True, "mem-encryption": True}
+            assert await g.execute("human-monitor-command", {"command-line": "info kvm"}) == (
+                "kvm support: enabled\r\nmemory encryption: enabled\r\n")
     finally:
         await control.execute("guest-remove", {"name": name})
     assert (await control.execute("query-sev-platform"))["guest-count"] == before
