@@ -11,7 +11,8 @@ Proves, against a running sevd, on the control socket and on a guest socket, tha
 - the `qmp-shell` script, driven through stdin, prints its banner and the replies, in QMP
   mode and in HMP mode (`-H`, which needs CRLF-terminated HMP output and `cpu-index` 0);
 - many clients on one socket at once each get a greeting, their own replies in order, and
-  every event (a deliberate addition: QEMU serves one client per `-qmp`, DESIGN §8).
+  every event (a deliberate addition: QEMU serves one client per `-qmp`, DESIGN §8);
+- a one-shot script that half-closes its end after writing still gets every reply.
 """
 
 from __future__ import annotations
@@ -258,3 +259,25 @@ async def test_many_qmpclients_on_the_control_socket(module_daemon: Any) -> None
         assert results == [VERSION] * len(clients)
     finally:
         await asyncio.gather(*[c.disconnect() for c in clients])
+
+
+# -- a one-shot script (`printf … | socat - UNIX-CONNECT:…`) -----------------------------------
+
+async def test_a_client_that_half_closes_after_writing_gets_every_reply(
+        module_daemon: Any) -> None:
+    # QEMU 7.2 answers everything sent before the client's EOF; so does sevd, including a
+    # command that takes a while (guest-add) and what was queued behind it.
+    reader, writer = await asyncio.open_unix_connection(module_daemon.control)
+    writer.write(b'{"execute":"qmp_capabilities"}'
+                 b'{"execute":"guest-add","arguments":{"name":"hc","uuid":"' + UUID.encode()
+                 + b'"},"id":1}{"execute":"guest-remove","arguments":{"name":"hc"},"id":2}'
+                 b'{"execute":"query-version","id":3}')
+    writer.write_eof()
+    out = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    lines = [line for line in out.split(b"\r\n")[1:-1] if not line.startswith(b'{"timestamp"')]
+    assert lines[0] == b'{"return": {}}'
+    assert lines[1].startswith(b'{"return": {"name": "hc"') and lines[1].endswith(b', "id": 1}')
+    assert lines[2:] == [b'{"return": {}, "id": 2}',
+                         b'{"return": {"qemu": {"major": 9, "minor": 2, "micro": 0}, '
+                         b'"package": "' + PKG.encode() + b'"}, "id": 3}']
