@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from sevd.protocol.errors import QmpError
 from sevd.transports.http_metrics import Metrics
@@ -330,8 +330,11 @@ class HttpServer:
         return web.Response(body=data, content_type=ctype, charset="utf-8")
 
     async def metrics_handler(self, request: web.Request) -> web.StreamResponse:
-        resp = web.Response(body=generate_latest(self.metrics.registry))
-        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        # Content negotiation as prometheus-client's own server does: the classic text
+        # format (0.0.4) unless the scraper asks for OpenMetrics.
+        encoder, ctype = choose_encoder(request.headers.get("Accept", ""))
+        resp = web.Response(body=encoder(self.metrics.registry))
+        resp.headers["Content-Type"] = ctype
         return resp
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
