@@ -50,8 +50,9 @@ def test_ready_status_watchdog_stopping(base: Path) -> None:
         # WATCHDOG=1 every 150 ms (half of 300 ms), from the running event loop.
         n.collect(lambda ms: sum("WATCHDOG" in m for _, m in ms) >= 4)
         pings = [t for t, m in n.messages if m.get("WATCHDOG") == "1"]
-        gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert all(0.1 < g < 0.3 for g in gaps), gaps
+        gaps = sorted(b - a for a, b in itertools.pairwise(pings))
+        # Never faster than the period; the median near it (a loaded CI box may delay one).
+        assert gaps[0] > 0.1 and 0.12 < gaps[len(gaps) // 2] < 0.3, gaps
         # STATUS= follows what the daemon holds.
         with Client.negotiated(d.control) as c:
             assert "return" in c.cmd("guest-add", {"name": "vm1"})
