@@ -348,7 +348,10 @@ class JsonStreamParser:
         elif ttype == T_RSQUARE:
             self._brackets -= 1
         elif ttype == T_ERROR:
-            self._emit(ParseError("JSON parse error, stray '" + _text(text) + "'"))
+            # QEMU formats the token with %s: a NUL byte ends the text (`stray ''` for a
+            # lone NUL, `stray '"id'` for `"id<NUL>`).
+            stray = text.split(b"\0", 1)[0]
+            self._emit(ParseError("JSON parse error, stray '" + _text(stray) + "'"))
             return
         if self._token_size + len(text) + 1 > self.max_token_size:
             self._emit(ParseError("JSON token size limit exceeded"))

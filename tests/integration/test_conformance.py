@@ -313,6 +313,12 @@ TABLE: list[Row] = [
     R("8.1.4-raw-control-in-string", QS + b'"a\x01"}',
       [b'{"error": {"class": "GenericError", "desc": "JSON parse error, stray '
        b'\'\\"a\\u0001\'"}}\r\n', EV]),
+    # A NUL ends QEMU's %s-formatted stray text (not in §8.1.4; checked on QEMU 7.2).
+    R("8.1.4-nul-byte", b"\x00",
+      [b'{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\'"}}\r\n']),
+    R("8.1.4-nul-in-string", QS + b'"a\x00b"}',
+      [b'{"error": {"class": "GenericError", "desc": "JSON parse error, stray '
+       b'\'\\"a\'"}}\r\n', EV]),
     R("8.1.4-lone-surrogate", QS + b'"\\ud800"}',
       [b'{"error": {"class": "GenericError", "desc": "JSON parse error, \\\\ud800 is not a '
        b'valid Unicode character"}}\r\n']),

@@ -74,6 +74,11 @@ MALFORMED: list[tuple[str, bytes, list[Any]]] = [
     ("truncated-lead-byte", b'\xe2{"execute":"query-status","id":"x"}',
      [E("stray '\ufffd'"), {"execute": "query-status", "id": "x"}]),
     ("raw-control-in-string", QS + b'"a\x01"}', [E("stray '\"a\x01'"), E("expecting value")]),
+    # QEMU prints the stray token with %s: a NUL byte ends the text (checked on QEMU 7.2).
+    ("nul-byte", b"\x00", [E("stray ''")]),
+    ("nul-in-string", QS + b'"a\x00b"}', [E("stray '\"a'"), E("expecting value")]),
+    ("nul-in-key", b'{"id\x00":1}', [E("stray '\"id'"), E("expecting value"), 1,
+                                      E("expecting value")]),
     ("lone-surrogate", QS + b'"\\ud800"}', [E("\\ud800 is not a valid Unicode character")]),
     ("noncharacter", QS + b'"\\uffff"}', [E("\\uffff is not a valid Unicode character")]),
     ("unterminated-object-swallows",
