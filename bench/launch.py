@@ -143,15 +143,16 @@ async def sev_launch(control: QMPClient, pdh: bytes, cbitpos: int, name: str,
     t0 = clock()
     session: LaunchSession = create_session(pdh, 0x1)
     t1 = clock()
-    info = await control.execute("guest-add", {"name": name, "sev-guest": {
+    info: Any = await control.execute("guest-add", {"name": name, "sev-guest": {
         "policy": 0x1, "cbitpos": cbitpos, "reduced-phys-bits": 1,
         "dh-cert": session.godh_b64, "session": session.session_b64}})
     t2 = clock()
     g = QMPClient(name)
     await g.connect(info["socket"])
     t3 = clock()
-    blob = base64.b64decode((await g.execute("query-sev-launch-measure"))["data"])
-    sev = await g.execute("query-sev")
+    measure: Any = await g.execute("query-sev-launch-measure")
+    blob = base64.b64decode(measure["data"])
+    sev: Any = await g.execute("query-sev")
     t4 = clock()
     verify_launch_measurement(blob, session.tik, api_major=sev["api-major"],
                               api_minor=sev["api-minor"], build_id=sev["build-id"],
@@ -172,7 +173,7 @@ async def sev_launch(control: QMPClient, pdh: bytes, cbitpos: int, name: str,
 
 async def plain_launch(control: QMPClient, name: str) -> float:
     t0 = time.perf_counter()
-    info = await control.execute("guest-add", {"name": name})
+    info: Any = await control.execute("guest-add", {"name": name})
     g = QMPClient(name)
     await g.connect(info["socket"])
     await g.execute("cont")
@@ -185,7 +186,8 @@ async def bench_launch(profile: str, launches: int, warmup: int = 3) -> dict[str
     with daemon(profile) as d:
         control = QMPClient("bench")
         await control.connect(d.control)
-        pdh = base64.b64decode((await control.execute("query-sev-capabilities"))["pdh"])
+        caps: Any = await control.execute("query-sev-capabilities")
+        pdh = base64.b64decode(caps["pdh"])
         digest = expected_launch_digest(BUILTIN.read_bytes())
         runs: list[dict[str, float]] = []
         plain: list[float] = []
@@ -211,9 +213,10 @@ async def bench_density(memory: int = 4 << 30) -> dict[str, Any]:
     with daemon(profile) as d:
         control = QMPClient("bench")
         await control.connect(d.control)
-        plat = await control.execute("query-sev-platform")
+        plat: Any = await control.execute("query-sev-platform")
         asids = plat["asids"]["sev-max"] - plat["asids"]["sev-min"] + 1
-        pdh = base64.b64decode((await control.execute("query-sev-capabilities"))["pdh"])
+        caps: Any = await control.execute("query-sev-capabilities")
+        pdh = base64.b64decode(caps["pdh"])
         sessions = [create_session(pdh, 0x1) for _ in range(asids + 1)]
         rss0 = d.rss_mb()
         times = []
@@ -227,7 +230,8 @@ async def bench_density(memory: int = 4 << 30) -> dict[str, Any]:
             times.append(time.perf_counter() - a)
         elapsed = time.perf_counter() - t0
         rss1 = d.rss_mb()
-        used = (await control.execute("query-sev-platform"))["asids"]["sev-used"]
+        plat = await control.execute("query-sev-platform")
+        used = plat["asids"]["sev-used"]
         s = sessions[-1]
         try:
             await control.execute("guest-add", {"name": "over", "memory": memory, "sev-guest": {

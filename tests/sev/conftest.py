@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from qemu.qmp import QMPClient
-from sev_support import DaemonProc, sev_daemon, short_tmpdir, stop_daemon
+from sev_support import DaemonProc, Qmp, sev_daemon, short_tmpdir, stop_daemon
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +30,8 @@ def naples() -> Iterator[DaemonProc]:
 
 
 @pytest.fixture
-async def control(milan: DaemonProc) -> AsyncIterator[QMPClient]:
-    c = QMPClient("control")
+async def control(milan: DaemonProc) -> AsyncIterator[Qmp]:
+    c = Qmp("control")
     await c.connect(milan.control)
     yield c
     await c.disconnect()

@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, cast
 
 from qemu.qmp import ExecuteError, QMPClient
 from sevowner.attestation import verify_attestation_report
@@ -49,8 +49,25 @@ def _root_conftest() -> ModuleType:
     return sys.modules[name]
 
 
+class DaemonProc(Protocol):
+    """What the tests use of `tests/conftest.py`'s DaemonProc (a running `python -m sevd`)."""
+
+    base: Path
+    proc: subprocess.Popen[bytes]
+    args: list[str]
+
+    @property
+    def control(self) -> str: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    def guest_socket(self, name: str) -> str: ...
+
+    def stop(self, sig: int = ..., timeout: float = ...) -> int: ...
+
+
 _top = _root_conftest()
-DaemonProc = _top.DaemonProc
 RawQmp = _top.RawQmp
 start_daemon = _top.start_daemon
 short_tmpdir = _top.short_tmpdir
@@ -93,8 +110,9 @@ def firmware_dir(base: Path) -> Path:
 def sev_daemon(base: Path, *flags: str, profile: str = "milan") -> DaemonProc:
     """A daemon whose only allowed file folder is `<base>/fw`."""
     fw = firmware_dir(base)
-    d = start_daemon(base, "--profile", profile, "--set", f'paths.firmware_dirs=["{fw}"]',
-                     *flags, profile=profile)
+    d = cast(DaemonProc, start_daemon(
+        base, "--profile", profile, "--set", f'paths.firmware_dirs=["{fw}"]', *flags,
+        profile=profile))
     # start_daemon waits for the socket file; after a SIGKILL the old one is still there.
     deadline = time.monotonic() + 15
     while True:
@@ -104,22 +122,34 @@ def sev_daemon(base: Path, *flags: str, profile: str = "milan") -> DaemonProc:
                 return d
             except OSError:
                 if d.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("sevd is not listening: "
-                                       + d.proc.stderr.read().decode()[-3000:]) from None
+                    raise RuntimeError(f"sevd is not listening: {stderr_of(d)}") from None
         time.sleep(0.01)
 
 
 def stop_daemon(d: DaemonProc) -> None:
     code = d.stop()
     shutil.rmtree(d.base, ignore_errors=True)
-    assert code == 0, f"sevd exited with {code}: {d.proc.stderr.read().decode()[-3000:]}"
+    assert code == 0, f"sevd exited with {code}: {stderr_of(d)}"
+
+
+def stderr_of(d: DaemonProc) -> str:
+    """The end of the daemon's log (stderr), once it has exited."""
+    return d.proc.stderr.read().decode()[-3000:] if d.proc.stderr else ""
+
+
+class Qmp(QMPClient):
+    """qemu.qmp's client, with `execute` typed as QMP replies are used here (Any)."""
+
+    async def execute(self, cmd: str, arguments: Mapping[str, object] | None = None,
+                      oob: bool = False) -> Any:
+        return await super().execute(cmd, arguments, oob)
 
 
 @asynccontextmanager
-async def qmp(path: str, name: str = "test", ends: bool = False) -> AsyncIterator[QMPClient]:
+async def qmp(path: str, name: str = "test", ends: bool = False) -> AsyncIterator[Qmp]:
     """A negotiated qemu.qmp client; `ends`: the instance is expected to hang up (QEMU's
     quit or exit), which qemu.qmp reports as EOFError on disconnect."""
-    c = QMPClient(name)
+    c = Qmp(name)
     await c.connect(path)
     try:
         yield c
@@ -175,7 +205,7 @@ class Owner:
     pek: SevCert
 
     @classmethod
-    async def for_host(cls, control: QMPClient, policy: int, profile: str = "milan") -> Owner:
+    async def for_host(cls, control: Qmp, policy: int, profile: str = "milan") -> Owner:
         """PDH from query-sev-capabilities, verified through query-sev-certificates against
         the pinned simulated ARK, then a session for `policy`."""
         caps = await control.execute("query-sev-capabilities")

@@ -14,15 +14,24 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from qemu.qmp import QMPClient
-from sev_support import BUILTIN, DaemonProc, Owner, error_of, guest_name, qmp, snp_measure, unb64
+from sev_support import (
+    BUILTIN,
+    DaemonProc,
+    Owner,
+    Qmp,
+    error_of,
+    guest_name,
+    qmp,
+    snp_measure,
+    unb64,
+)
 
 EXHAUSTED = "sev_common_kvm_init: failed to initialize ret=-16 fw_error=0 ''"
 POLICY = ("sev_common_kvm_init: failed to create encryption context (sev_launch_start: "
           "LAUNCH_START ret=-5 fw_error=7 'Policy is not allowed')")
 
 
-async def add(control: QMPClient, owner: Owner, cbitpos: int = 51, **props: Any
+async def add(control: Qmp, owner: Owner, cbitpos: int = 51, **props: Any
               ) -> dict[str, Any]:
     info: dict[str, Any] = await control.execute("guest-add", {
         "name": guest_name("a"), "sev-guest": owner.sev_guest(cbitpos=cbitpos, **props)})
@@ -68,12 +77,12 @@ async def test_exhaustion_at_the_naples_limit(naples: DaemonProc) -> None:
         await control.execute("guest-remove", {"name": freed["name"]})
         again = await add(control, owner, cbitpos=47)
         assert again["sev"]["asid"] == freed["sev"]["asid"]
-        for g in [*guests[:7], *guests[8:], again]:
-            await control.execute("guest-remove", {"name": g["name"]})
+        for left in [*guests[:7], *guests[8:], again]:
+            await control.execute("guest-remove", {"name": left["name"]})
         assert (await control.execute("query-sev-platform"))["asids"]["sev-used"] == 0
 
 
-async def test_key_sharing(control: QMPClient) -> None:
+async def test_key_sharing(control: Qmp) -> None:
     first_owner = await Owner.for_host(control, policy=0x0)
     first = await add(control, first_owner)
     used = (await control.execute("query-sev-platform"))["asids"]["sev-used"]
@@ -98,7 +107,7 @@ async def test_key_sharing(control: QMPClient) -> None:
     assert (await control.execute("query-sev-platform"))["asids"]["sev-used"] == used - 1
 
 
-async def test_key_sharing_refused(control: QMPClient) -> None:
+async def test_key_sharing_refused(control: Qmp) -> None:
     """NOKS on the guest shared with, or a different policy: POLICY_FAILURE from
     LAUNCH_START through guest-add, nothing left behind."""
     for first_policy, second_policy in ((0x2, 0x2), (0x0, 0x1), (0x1, 0x0)):
@@ -114,7 +123,7 @@ async def test_key_sharing_refused(control: QMPClient) -> None:
         await control.execute("guest-remove", {"name": first["name"]})
 
 
-async def test_es_and_sev_ranges_on_milan(control: QMPClient) -> None:
+async def test_es_and_sev_ranges_on_milan(control: Qmp) -> None:
     plat = await control.execute("query-sev-platform")
     assert plat["asids"] | {"es-used": 0, "sev-used": 0} == {
         "es-min": 1, "es-max": 99, "es-used": 0, "sev-min": 100, "sev-max": 509,
@@ -130,7 +139,7 @@ async def test_es_and_sev_ranges_on_milan(control: QMPClient) -> None:
         await control.execute("guest-remove", {"name": g["name"]})
 
 
-async def test_es_range_exhaustion_leaves_sev_range_free(control: QMPClient) -> None:
+async def test_es_range_exhaustion_leaves_sev_range_free(control: Qmp) -> None:
     """Milan's 99 ES ASIDs run out on their own; SEV guests still get theirs."""
     owner = await Owner.for_host(control, policy=0x5)
     free = 99 - (await control.execute("query-sev-platform"))["asids"]["es-used"]

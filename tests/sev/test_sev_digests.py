@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from qemu.qmp import QMPClient
 from sev_support import (
     AMDSEV,
     BUILTIN,
@@ -22,6 +21,7 @@ from sev_support import (
     INITRD,
     KERNEL,
     Owner,
+    Qmp,
     guest_name,
     qmp,
     snp_measure,
@@ -30,6 +30,7 @@ from sev_support import (
 
 APPEND = "console=ttyS0 root=/dev/vda1 quiet"
 FILES = {"builtin.fd": BUILTIN, "amdsev.fd": AMDSEV, "debian-ovmf.fd": DEBIAN_OVMF}
+HASHES: dict[str, Any] = {"kernel-hashes": True}
 BOOT = {"kernel": "vmlinuz", "initrd": "initrd", "append": APPEND}
 MEASURE_BOOT = ("--kernel", KERNEL, "--initrd", INITRD, "--append", APPEND)
 
@@ -63,12 +64,13 @@ CASES: list[tuple[str, str | None, dict[str, Any], dict[str, Any], int, tuple[An
 
 @pytest.mark.parametrize(("case", "firmware", "extra", "props", "policy", "measure_args"),
                          CASES, ids=[c[0] for c in CASES])
-async def test_launch_digest(control: QMPClient, case: str, firmware: str | None,
+async def test_launch_digest(control: Qmp, case: str, firmware: str | None,
                              extra: dict[str, Any], props: dict[str, Any], policy: int,
                              measure_args: tuple[Any, ...]) -> None:
     if firmware is not None and FILES[firmware] is None:
         pytest.skip("Debian's ovmf package is not installed")
     image = FILES[firmware] if firmware is not None else BUILTIN
+    assert image is not None
     expected = snp_measure(*measure_args, "--ovmf", image)
     owner = await Owner.for_host(control, policy=policy)
     args: dict[str, Any] = {"name": guest_name("d"), **extra,
@@ -85,14 +87,14 @@ async def test_launch_digest(control: QMPClient, case: str, firmware: str | None
         await control.execute("guest-remove", {"name": args["name"]})
 
 
-async def test_digest_differs_with_the_kernel(control: QMPClient) -> None:
+async def test_digest_differs_with_the_kernel(control: Qmp) -> None:
     """The check is not vacuous: another cmdline gives another digest, which fails."""
     from sevowner.measurement import MeasurementMismatch
 
     owner = await Owner.for_host(control, policy=0x1)
     name = guest_name("d")
     info = await control.execute("guest-add", {
-        "name": name, **BOOT, "sev-guest": owner.sev_guest(**{"kernel-hashes": True})})
+        "name": name, **BOOT, "sev-guest": owner.sev_guest(**HASHES)})
     try:
         async with qmp(info["socket"]) as g:
             sev = await g.execute("query-sev")
@@ -108,7 +110,7 @@ async def test_digest_differs_with_the_kernel(control: QMPClient) -> None:
 @pytest.mark.xfail(strict=True, reason="sevd/domain/machine.py keeps room for 64 VMSAs "
                    "(VMSA_REGION); guest-add of an SEV-ES guest with more vCPUs fails with "
                    "'Internal error in guest-add: MemoryRangeError'")
-async def test_es_digest_beyond_64_vcpus(control: QMPClient) -> None:
+async def test_es_digest_beyond_64_vcpus(control: Qmp) -> None:
     owner = await Owner.for_host(control, policy=0x5)
     name = guest_name("d")
     info = await control.execute("guest-add", {"name": name, "cpus": 65,

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qemu.qmp import QMPClient
 from sev_support import (
     BUILTIN,
     KUBEVIRT_GUID,
     DaemonProc,
     Owner,
+    Qmp,
     b64,
     error_of,
     guest_name,
@@ -58,7 +58,7 @@ class Paused:
 
 
 @pytest.fixture
-async def paused(control: QMPClient) -> Any:
+async def paused(control: Qmp) -> Any:
     owner = await Owner.for_host(control, policy=0x1)
     name = guest_name("neg")
     info = await control.execute("guest-add", {"name": name, "sev-guest": owner.sev_guest()})
@@ -143,7 +143,7 @@ async def test_inject_after_cont(paused: Paused) -> None:
 
 
 async def test_inject_without_gpa_needs_a_secret_area(milan: DaemonProc,
-                                                      control: QMPClient) -> None:
+                                                      control: Qmp) -> None:
     owner = await Owner.for_host(control, policy=0x1)
     name = guest_name("nosa")
     info = await control.execute("guest-add", {
@@ -160,7 +160,7 @@ async def test_inject_without_gpa_needs_a_secret_area(milan: DaemonProc,
         await control.execute("guest-remove", {"name": name})
 
 
-async def test_non_sev_guest_errors(control: QMPClient) -> None:
+async def test_non_sev_guest_errors(control: Qmp) -> None:
     name = guest_name("nosev")
     info = await control.execute("guest-add", {"name": name})
     try:
@@ -189,7 +189,7 @@ async def test_attestation_mnonce_length(paused: Paused, mnonce: str, text: str)
 
 # -- guest-add refusals: QEMU's init texts, and nothing left behind ---------------------------
 
-async def snapshot(control: QMPClient) -> tuple[Any, ...]:
+async def snapshot(control: Qmp) -> tuple[Any, ...]:
     plat = await control.execute("query-sev-platform")
     guests = await control.execute("query-guests")
     return (plat["guest-count"], plat["asids"], sorted(g["name"] for g in guests))
@@ -257,14 +257,14 @@ if os.path.exists("/usr/share/ovmf/OVMF.fd") or os.path.exists("/usr/share/OVMF/
 
 
 @pytest.mark.parametrize(("case", "make", "text"), ADD_ERRORS, ids=[c[0] for c in ADD_ERRORS])
-async def test_guest_add_refusals_leave_nothing(milan: DaemonProc, control: QMPClient,
+async def test_guest_add_refusals_leave_nothing(milan: DaemonProc, control: Qmp,
                                                case: str, make: Any, text: str) -> None:
     owner = await Owner.for_host(control, policy=0x1)
     before = await snapshot(control)
     name = guest_name("bad")
     with control.listener() as listener:
         got = await error_of(control, "guest-add", {"name": name, **make(owner)})
-        events = []
+        events: list[Any] = []
         while not listener.empty():
             events.append(await listener.get())
     # No SEVD_GUEST_ADDED; a launch torn down after LAUNCH_START reports its way back.

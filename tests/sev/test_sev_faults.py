@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from qemu.qmp import QMPClient
-from sev_support import KUBEVIRT_GUID, DaemonProc, Owner, b64, error_of, guest_name, qmp, unb64
+from sev_support import KUBEVIRT_GUID, DaemonProc, Owner, Qmp, b64, error_of, guest_name, qmp, unb64
 
 
 @pytest.fixture(autouse=True)
-async def no_faults_left(control: QMPClient) -> AsyncIterator[None]:
+async def no_faults_left(control: Qmp) -> AsyncIterator[None]:
     yield
     await control.execute("sev-fault-clear")
     assert await control.execute("query-sev-faults") == []
@@ -48,7 +47,7 @@ LAUNCH_FAULTS = [
 
 @pytest.mark.parametrize(("command", "status", "policy", "text"), LAUNCH_FAULTS,
                          ids=[f"{c}-{s}" for c, s, _, _ in LAUNCH_FAULTS])
-async def test_launch_faults(milan: DaemonProc, control: QMPClient, command: str, status: int,
+async def test_launch_faults(milan: DaemonProc, control: Qmp, command: str, status: int,
                              policy: int, text: str) -> None:
     owner = await Owner.for_host(control, policy=policy)
     before = await control.execute("query-sev-platform")
@@ -81,7 +80,7 @@ HOST_FAULTS = [
 
 @pytest.mark.parametrize(("command", "status", "qmp_command", "text"), HOST_FAULTS,
                          ids=[f"{q}-{c}" for c, _, q, _ in HOST_FAULTS])
-async def test_host_faults(control: QMPClient, command: str, status: int, qmp_command: str,
+async def test_host_faults(control: Qmp, command: str, status: int, qmp_command: str,
                            text: str) -> None:
     before = await control.execute("query-sev-capabilities")
     await control.execute("sev-fault-inject", {"command": command, "status": status})
@@ -90,7 +89,7 @@ async def test_host_faults(control: QMPClient, command: str, status: int, qmp_co
     assert await control.execute("query-sev-capabilities") == before
 
 
-async def test_launch_measure_fault(control: QMPClient) -> None:
+async def test_launch_measure_fault(control: Qmp) -> None:
     """QEMU only logs a failed LAUNCH_MEASURE: the guest stays in launch-update without a
     measurement, and the first cont's LAUNCH_FINISH then fails on the guest state."""
     owner = await Owner.for_host(control, policy=0x1)
@@ -110,7 +109,7 @@ async def test_launch_measure_fault(control: QMPClient) -> None:
     await _gone(control, name, info["socket"])
 
 
-async def _gone(control: QMPClient, name: str, socket: str) -> None:
+async def _gone(control: Qmp, name: str, socket: str) -> None:
     for _ in range(100):
         if name not in [g["name"] for g in await control.execute("query-guests")]:
             break
@@ -119,7 +118,7 @@ async def _gone(control: QMPClient, name: str, socket: str) -> None:
     assert not os.path.exists(socket)
 
 
-async def paused_guest(control: QMPClient, owner: Owner) -> tuple[str, str, bytes]:
+async def paused_guest(control: Qmp, owner: Owner) -> tuple[str, str, bytes]:
     name = guest_name("pg")
     info = await control.execute("guest-add", {"name": name, "sev-guest": owner.sev_guest()})
     async with qmp(info["socket"]) as g:
@@ -127,7 +126,7 @@ async def paused_guest(control: QMPClient, owner: Owner) -> tuple[str, str, byte
     return name, info["socket"], blob
 
 
-async def test_launch_secret_fault_for_one_guest(control: QMPClient) -> None:
+async def test_launch_secret_fault_for_one_guest(control: Qmp) -> None:
     owner = await Owner.for_host(control, policy=0x1)
     a, a_sock, a_blob = await paused_guest(control, owner)
     b, b_sock, b_blob = await paused_guest(control, owner)
@@ -152,7 +151,7 @@ async def test_launch_secret_fault_for_one_guest(control: QMPClient) -> None:
             await control.execute("guest-remove", {"name": n})
 
 
-async def test_launch_finish_fault_ends_the_instance(control: QMPClient) -> None:
+async def test_launch_finish_fault_ends_the_instance(control: Qmp) -> None:
     owner = await Owner.for_host(control, policy=0x1)
     before = await control.execute("query-sev-platform")
     name, sock, _ = await paused_guest(control, owner)
@@ -170,7 +169,7 @@ async def test_launch_finish_fault_ends_the_instance(control: QMPClient) -> None
     assert (after["guest-count"], after["asids"]) == (before["guest-count"], before["asids"])
 
 
-async def test_attestation_fault(control: QMPClient) -> None:
+async def test_attestation_fault(control: Qmp) -> None:
     owner = await Owner.for_host(control, policy=0x1)
     name, sock, _ = await paused_guest(control, owner)
     try:
@@ -186,7 +185,7 @@ async def test_attestation_fault(control: QMPClient) -> None:
         await control.execute("guest-remove", {"name": name})
 
 
-async def test_fault_bookkeeping(control: QMPClient) -> None:
+async def test_fault_bookkeeping(control: Qmp) -> None:
     owner = await Owner.for_host(control, policy=0x1)
     name, _, _ = await paused_guest(control, owner)
     try:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from typing import Any
 
 import pytest
-from qemu.qmp import QMPClient
 from sev_support import (
     AMDSEV,
     BUILTIN,
@@ -28,6 +28,7 @@ from sev_support import (
     KUBEVIRT_GUID,
     DaemonProc,
     Owner,
+    Qmp,
     RawQmp,
     b64,
     guest_name,
@@ -44,7 +45,7 @@ from sevd.formats.sevcert import SEV_CERT_LEN, SevCert
 SECRET = b"the owner's disk key\x00"
 
 
-async def test_capabilities_chain_is_the_firmware_export(control: QMPClient) -> None:
+async def test_capabilities_chain_is_the_firmware_export(control: Qmp) -> None:
     """cert-chain is PEK‖OCA‖CEK as PDH_CERT_EXPORT gives it: the CEK unsigned, while the
     full export carries the same CEK key signed by the simulated ASK."""
     caps = await control.execute("query-sev-capabilities")
@@ -62,7 +63,7 @@ async def test_capabilities_chain_is_the_firmware_export(control: QMPClient) -> 
 
 
 @pytest.mark.parametrize("as_files", [False, True], ids=["inline", "files"])
-async def test_pre_attestation_flow(milan: DaemonProc, control: QMPClient,
+async def test_pre_attestation_flow(milan: DaemonProc, control: Qmp,
                                     as_files: bool) -> None:
     owner = await Owner.for_host(control, policy=0x1)
     name = guest_name("flow")
@@ -124,7 +125,7 @@ async def test_pre_attestation_flow(milan: DaemonProc, control: QMPClient,
     assert not os.path.exists(info["socket"])
 
 
-async def test_state_change_events(control: QMPClient) -> None:
+async def test_state_change_events(control: Qmp) -> None:
     """SEVD_SEV_STATE_CHANGE on the guest socket and the control socket at LAUNCH_FINISH."""
     owner = await Owner.for_host(control, policy=0x1)
     name = guest_name("ev")
@@ -145,14 +146,14 @@ async def test_state_change_events(control: QMPClient) -> None:
                 assert seen == ["SEVD_SEV_STATE_CHANGE", "RESUME"]
                 async for ev in host_events:
                     if ev["event"] == "SEVD_SEV_STATE_CHANGE":
-                        assert ev["data"]["name"] == name
-                        assert ev["data"]["state"] == "running"
+                        data: Any = ev["data"]
+                        assert (data["name"], data["state"]) == (name, "running")
                         break
     finally:
         await control.execute("guest-remove", {"name": name})
 
 
-async def test_kata_govmm_sequence(milan: DaemonProc, control: QMPClient) -> None:
+async def test_kata_govmm_sequence(milan: DaemonProc, control: Qmp) -> None:
     """govmm: no ids, `\\n`-terminated commands; godh/session written verbatim to files;
     query-sev-launch-measure, query-sev, sev-inject-launch-secret without gpa, cont.
     Policy 7 (SEV-ES, as Kata's CI annotation) with two vCPUs: the owner's digest is
@@ -270,7 +271,7 @@ async def test_libvirt_sequence(milan: DaemonProc) -> None:
         await host.close()
 
 
-async def test_non_sev_guest_reports_disabled(control: QMPClient) -> None:
+async def test_non_sev_guest_reports_disabled(control: Qmp) -> None:
     """query-sev on a plain guest: enabled false, zeroed fields (QEMU's sev_get_info)."""
     name = guest_name("plain")
     info = await control.execute("guest-add", {"name": name})
@@ -298,7 +299,7 @@ def xp_bytes(text: str) -> bytes:
     (0x1, "debug: off\r\nkey-sharing: on\r\n"),
     (0x3, "debug: off\r\nkey-sharing: off\r\n"),
 ])
-async def test_debug_view_and_hypervisor_view(control: QMPClient, policy: int,
+async def test_debug_view_and_hypervisor_view(control: Qmp, policy: int,
                                               info_sev: str) -> None:
     """The monitor's `xp` reads through DBG_DECRYPT (DESIGN §5): the owner's plaintext for
     a debuggable guest; with NODBG the firmware refuses and `xp` shows what the hypervisor
@@ -328,7 +329,7 @@ async def test_debug_view_and_hypervisor_view(control: QMPClient, policy: int,
 
 @pytest.mark.xfail(strict=True, reason="sevd/domain/debug.py lets a DBG_DECRYPT failure other "
                    "than POLICY_FAILURE escape: human-monitor-command answers 'Internal error'")
-async def test_dbg_decrypt_fault_through_the_monitor(control: QMPClient) -> None:
+async def test_dbg_decrypt_fault_through_the_monitor(control: Qmp) -> None:
     owner = await Owner.for_host(control, policy=0x0)
     name = guest_name("dbgf")
     info = await control.execute("guest-add", {"name": name, "sev-guest": owner.sev_guest()})

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import QMPClient
 from sev_support import (
     BUILTIN,
     DaemonProc,
     Owner,
+    Qmp,
     RawQmp,
     error_of,
     guest_name,
@@ -36,6 +36,7 @@ from sev_support import (
     sev_daemon,
     short_tmpdir,
     snp_measure,
+    stderr_of,
     stop_daemon,
     unb64,
 )
@@ -50,11 +51,11 @@ def mode(path: Path) -> int:
 def restart(d: DaemonProc) -> DaemonProc:
     """Stop (if running) and start again on the same folders and flags."""
     if d.proc.poll() is None:
-        assert d.stop() == 0, d.proc.stderr.read().decode()[-3000:]
+        assert d.stop() == 0, stderr_of(d)
     return sev_daemon(d.base)
 
 
-async def platform_keys(control: QMPClient) -> tuple[str, str, str]:
+async def platform_keys(control: Qmp) -> tuple[str, str, str]:
     certs = await control.execute("query-sev-certificates")
     return certs["pdh"], certs["pek"], certs["oca"]
 
@@ -304,13 +305,13 @@ def test_definition_delete_is_durable(tmp_path: Path, monkeypatch: Any) -> None:
     sd.prepare()
     sd.save_guest("a", {"name": "a"})
     synced: list[str] = []
-    real = state.os.fsync
+    real = os.fsync
 
     def spy(fd: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
 
-    monkeypatch.setattr(state.os, "fsync", spy)
+    monkeypatch.setattr("sevd.state.os.fsync", spy)
     sd.delete_guest("a")
     assert synced == [str(sd.guests)]
     sd.delete_guest("a")  # already gone: nothing to do
