@@ -208,6 +208,7 @@ def regs_for(scenario: str, symbols: dict[str, int], reset_edx: int = QEMU64_RES
                 efer=0xD01, dr0=0xDEAD0000BEEF, dr1=0x1000, dr3=0x7FFF00001234,
                 cs=0x38, ds=0x30, es=0x30, ss=0x30, fs=0x30, gs=0x30,
                 fs_base=0x9ABC12345678, gs_base=0xFFFF888000001000,
+                kernel_gs_base=0x2000,  # not in `info registers`, but gdb shows it
                 # fld1: TOP=7, physical register 7 = 1.0, valid
                 fsw=0x3800, ftw=0x80, fpr7=0x3FFF << 64 | 1 << 63,
                 xmm2=(1 << 128) - 1, xmm9=0x12345678)
