@@ -20,8 +20,11 @@ def build_config(ctx: Ctx, args: dict[str, Any]) -> GuestConfig:
         raise DomainError(f"Guest '{name}' already exists")
     sev = sev_spec(ctx, args["sev-guest"]) if "sev-guest" in args else None
     firmware = app.read_file(args["firmware"]) if "firmware" in args else app.builtin_firmware
-    if ("initrd" in args or "append" in args) and "kernel" not in args:
-        raise DomainError("initrd and append need a kernel")
+    # QEMU's checks (system/vl.c qemu_validate_options), in its order and words.
+    if "kernel" not in args and "append" in args:
+        raise DomainError("-append only allowed with -kernel option")
+    if "kernel" not in args and "initrd" in args:
+        raise DomainError("-initrd only allowed with -kernel option")
     kernel = app.read_file(args["kernel"]) if "kernel" in args else None
     initrd = app.read_file(args["initrd"]) if "initrd" in args else None
     w = args.get("workload", {})

@@ -243,6 +243,10 @@ ADD_ERRORS: list[tuple[str, Any, str]] = [
     ("kernel-missing", lambda o: {"kernel": "no-such-kernel", "sev-guest": _props(o)},
      "Could not open 'no-such-kernel': No such file or directory in the allowed "
      "directories ({fw})"),
+    ("append-without-kernel", lambda o: {"append": "quiet", "initrd": "initrd"},
+     "-append only allowed with -kernel option"),
+    ("initrd-without-kernel", lambda o: {"initrd": "initrd"},
+     "-initrd only allowed with -kernel option"),
     ("hashes-without-guid", lambda o: {
         "firmware": "plain.fd", "kernel": "vmlinuz",
         "sev-guest": _props(o, kernel_hashes=True)},
