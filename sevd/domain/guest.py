@@ -203,5 +203,8 @@ class Guest:
 
     def destroy(self) -> None:
         """Release what the guest holds (SEV: DEACTIVATE, DECOMMISSION, zero keys)."""
+        # The instance is gone: nothing runs any more (the workload must not touch memory
+        # whose firmware handle no longer exists).
+        self.state = RunState.SHUTDOWN
         if self.sev is not None:
             self.sev.destroy()
