@@ -242,11 +242,27 @@ class QmpSession(asyncio.Protocol):
 
     def _check_envelope(self, msg: dict[str, Any]) -> tuple[str, dict[str, Any] | None, bool]:
         """qmp_dispatch_check_obj() and the negotiation gate, with QEMU's texts."""
+        try:
+            exec_key = self._check_members(msg)
+        except QmpError:
+            # QEMU checks the members in its QDict's iteration order, not the order they
+            # were sent in; with two faults that order decides the text (`execute` with
+            # `exec-oob` always gives "'execute' clashes with 'exec-oob'"). Without a fault
+            # the order does not matter, so only a faulty message pays for computing it.
+            self._check_members(msg, qdict_order(msg))
+            raise
+        if exec_key is None:
+            raise QmpError("QMP input lacks member 'execute'")
+        name: str = msg[exec_key]
+        if not self.negotiated and name != "qmp_capabilities":
+            raise QmpError(_NOT_NEGOTIATED, COMMAND_NOT_FOUND)
+        return name, msg.get("arguments"), exec_key == "exec-oob"
+
+    def _check_members(self, msg: dict[str, Any], order: Iterable[str] | None = None
+                       ) -> str | None:
+        """The member checks of qmp_dispatch_check_obj(); the key of the command name."""
         exec_key: str | None = None
-        # QEMU checks the members in its QDict's iteration order, not the order they were
-        # sent in; with two faults that order decides the text (e.g. `execute` and
-        # `exec-oob` together always give "'execute' clashes with 'exec-oob'").
-        for key in qdict_order(msg):
+        for key in msg if order is None else order:
             value = msg[key]
             if key == "execute" or (key == "exec-oob" and self.oob_enabled):
                 if type(value) is not str:
@@ -259,12 +275,7 @@ class QmpSession(asyncio.Protocol):
                     raise QmpError("QMP input member 'arguments' must be an object")
             elif key != "id":
                 raise QmpError(f"QMP input member '{key}' is unexpected")
-        if exec_key is None:
-            raise QmpError("QMP input lacks member 'execute'")
-        name: str = msg[exec_key]
-        if not self.negotiated and name != "qmp_capabilities":
-            raise QmpError(_NOT_NEGOTIATED, COMMAND_NOT_FOUND)
-        return name, msg.get("arguments"), exec_key == "exec-oob"
+        return exec_key
 
 
 def _tdb_hash(key: str) -> int:
