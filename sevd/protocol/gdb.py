@@ -26,8 +26,10 @@ Where sevd goes beyond or against QEMU 7.2/9.2, on purpose:
   (0x03) and then reports ``T02`` as QEMU does when interrupted; breakpoints and
   watchpoints are accepted and never hit;
 * a few malformed packets that QEMU leaves unanswered (so the client hangs: ``G`` without
-  data, ``vCont`` without actions, ``qThreadExtraInfo`` for a missing thread, ``D;pid``
-  for another process, which crashes QEMU) get ``E22`` or an empty packet;
+  data, ``vCont`` without actions, ``qThreadExtraInfo`` for a missing thread; QEMU drops
+  the connection on ``D;pid`` for another process) get ``E22`` or an empty packet;
+* ``st0``-``st7`` are written as they are read, physical register (i + TOP) % 8 (QEMU 9.2
+  reads them so but writes physical register i; 7.2 did both without TOP);
 * ``D``, ``k`` and ``vKill`` end the connection (QEMU exits on ``k``; sevd never kills
   a guest from the debugger);
 * ``qemu.PhyMemMode`` is not offered (the target reads virtual memory only); ``qRcmd``

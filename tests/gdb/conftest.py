@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from gdb_fakes import FakeTarget
+from gdb_fakes import FakeTarget, unescape
 
 from sevd.protocol.gdb import GdbSession, encode_packet
 
@@ -36,11 +36,3 @@ def ask(session: GdbSession) -> Callable[[str], str]:
         return unescape(body).decode("latin-1")
 
     return run
-
-
-def unescape(body: bytes) -> bytes:
-    out = bytearray()
-    it = iter(body)
-    for c in it:
-        out.append(next(it) ^ 0x20 if c == 0x7D else c)
-    return bytes(out)

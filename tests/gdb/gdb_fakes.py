@@ -100,6 +100,15 @@ class RunControlTarget(FakeTarget):
         self.resumed += 1
 
 
+def unescape(body: bytes) -> bytes:
+    """Undo the '}' escapes of a packet's payload."""
+    out = bytearray()
+    it = iter(body)
+    for c in it:
+        out.append(next(it) ^ 0x20 if c == 0x7D else c)
+    return bytes(out)
+
+
 class RawClient:
     """A gdb client at packet level, over a connected socket (for raw exchanges)."""
 

@@ -10,8 +10,7 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from conftest import unescape
-from gdb_fakes import FakeTarget, RunControlTarget, reset_regs
+from gdb_fakes import FakeTarget, RunControlTarget, reset_regs, unescape
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -11,6 +11,7 @@ Deliberate differences (sevd/protocol/gdb.py's docstring) are checked on sevd's 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import shutil
@@ -70,7 +71,9 @@ def qemu_version() -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def start_qemu(work: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], RawClient]:
+@contextlib.contextmanager
+def qemu_gdb(work: Path, extra: list[str]) -> Iterator[RawClient]:
+    """A QEMU with ``-gdb unix:…`` and a raw client connected to it."""
     assert QEMU is not None
     sock = work / f"g{len(list(work.iterdir()))}.sock"
     proc = subprocess.Popen(
@@ -78,14 +81,18 @@ def start_qemu(work: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], R
          "-nic", "none", *extra, "-gdb", f"unix:{sock},server=on,wait=off"],
         cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        assert proc.poll() is None, "QEMU exited at start-up"
-        assert time.monotonic() < deadline, "QEMU did not create its gdb socket"
-        time.sleep(0.02)
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(str(sock))
-    return proc, RawClient(s)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert proc.poll() is None, "QEMU exited at start-up"
+            assert time.monotonic() < deadline, "QEMU did not create its gdb socket"
+            time.sleep(0.02)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sock))
+            yield RawClient(s)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 class EngineClient:
@@ -108,8 +115,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_packets_match_qemu_at_reset(work: Path) -> None:
-    proc, qemu = start_qemu(work, ["-S"])
-    try:
+    with qemu_gdb(work, ["-S"]) as qemu:
         qemu.command("qSupported:multiprocess+")
         qemu.command(SAME[0])
         edx = int.from_bytes(bytes.fromhex(qemu.command("p3").decode()), "little")
@@ -124,9 +130,6 @@ def test_packets_match_qemu_at_reset(work: Path) -> None:
                 mismatches.append((packet, theirs, mine))
         assert mismatches == []
         assert qemu.command("D;1") == ours.command("D;1") == b"OK"
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.mark.parametrize(("packet", "reply"), sorted(SEVD_ONLY.items()))
@@ -137,8 +140,7 @@ def test_deliberate_differences(packet: str, reply: str) -> None:
 
 
 def test_interrupt_after_continue_matches_qemu(work: Path) -> None:
-    proc, qemu = start_qemu(work, ["-S"])
-    try:
+    with qemu_gdb(work, ["-S"]) as qemu:
         qemu.command("qSupported:multiprocess+")
         theirs = []
         for packet in (b"c", b"vCont;c"):
@@ -146,9 +148,6 @@ def test_interrupt_after_continue_matches_qemu(work: Path) -> None:
             time.sleep(0.2)
             qemu.send(b"\x03")
             theirs.append(qemu.packet())
-    finally:
-        proc.kill()
-        proc.wait()
     session = GdbSession(FakeTarget())
     EngineClient(session).command("qSupported:multiprocess+")
     ours = []
@@ -178,8 +177,7 @@ def test_registers_match_qemu_running_the_test_firmware(work: Path, scenario: st
     defsym = {"long": "LONG", "pm32": "MODE32"}[scenario]
     image, symbols = golden.build_firmware(work, defsym)
     # Paused from the start (-S), so connecting sends no stop reply of its own.
-    proc, qemu = start_qemu(work, ["-S", "-bios", str(image)])
-    try:
+    with qemu_gdb(work, ["-S", "-bios", str(image)]) as qemu:
         spin = 0xF0000 + symbols["spin64" if scenario == "long" else "spin32"]
         qemu.command("qXfer:features:read:target.xml:0,ffb")
         deadline = time.monotonic() + 20
@@ -207,6 +205,3 @@ def test_registers_match_qemu_running_the_test_firmware(work: Path, scenario: st
             assert mine == theirs, reg.name
         if qemu_version() >= (8, 0):
             assert ours.command("g") == qemu.command("g")
-    finally:
-        proc.kill()
-        proc.wait()
