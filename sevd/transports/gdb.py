@@ -166,6 +166,16 @@ class _GdbConnection(asyncio.Protocol):
         if session.closed:
             transport.close()  # flushes what was written (D's "OK") first
 
+    def pause_writing(self) -> None:
+        # A debugger that sends requests without reading the replies stops being read
+        # from, so its replies cannot pile up without bound.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def eof_received(self) -> bool | None:
         return False  # close our side too
 

@@ -229,3 +229,23 @@ async def test_packets_split_across_reads(unix_server: tuple[str, FakeTarget]) -
     data = await reader.readuntil(b"#")
     assert data == b"$" + b"hello".hex().encode() + b"#"
     writer.close()
+
+
+async def test_a_client_that_does_not_read_is_not_served_without_bound(
+        unix_server: tuple[str, FakeTarget]) -> None:
+    path, target = unix_server
+    _reader, writer = await asyncio.open_unix_connection(path)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    request = encode_packet(b"m100000,800")  # 4 KiB of hex per reply
+    sent = 0
+    for _ in range(2000):  # ~8 MiB of replies if all were served
+        writer.write(request)
+        sent += 1
+        try:
+            await asyncio.wait_for(writer.drain(), 0.5)
+        except TimeoutError:
+            break  # the server stopped reading: back-pressure reached us
+    reads = sum(1 for c in target.calls if c[0] == "read")
+    assert reads < 1000, (reads, sent)
+    writer.transport.abort()
