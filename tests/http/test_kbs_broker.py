@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from http_support import ROOT, add_guest, make_app, qmp
 from sevkbs.broker import Broker, KbsError
 from sevkbs.config import ConfigError, load_config, parse_config
-from sevkbs.server import MAX_REQUEST, make_app as make_kbs_app
+from sevkbs.server import MAX_REQUEST
+from sevkbs.server import make_app as make_kbs_app
 
 from sevd.commands.app import App
 from sevd.formats.ovmf import sev_secret_area
