@@ -83,12 +83,16 @@ def qemu_gdb(work: Path, extra: list[str]) -> Iterator[RawClient]:
         stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert proc.poll() is None, "QEMU exited at start-up"
-            assert time.monotonic() < deadline, "QEMU did not create its gdb socket"
-            time.sleep(0.02)
         with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(sock))
+            while True:
+                # The file appears at bind(), a moment before QEMU listens on it.
+                try:
+                    s.connect(str(sock))
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    assert proc.poll() is None, "QEMU exited at start-up"
+                    assert time.monotonic() < deadline, "QEMU's gdb socket never listened"
+                    time.sleep(0.02)
             yield RawClient(s)
     finally:
         proc.kill()

@@ -431,13 +431,19 @@ class Qemu:
             cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert self.proc.poll() is None, "QEMU exited at start-up"
-            assert time.monotonic() < deadline, "QEMU did not create its QMP socket"
-            time.sleep(0.02)
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.settimeout(20)
-        self.sock.connect(str(sock))
+        while True:
+            # The file appears at bind(), a moment before QEMU listens on it.
+            try:
+                self.sock.connect(str(sock))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.sock.close()
+                    self.proc.kill()
+                    raise AssertionError("QEMU's QMP socket never listened") from None
+                time.sleep(0.02)
         self.file = self.sock.makefile("rwb")
         json.loads(self.file.readline())
         self.execute("qmp_capabilities")
