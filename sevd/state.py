@@ -76,13 +76,15 @@ class StateDir:
         write_atomic(self.guests / f"{name}.json",
                      json.dumps(args, indent=2, sort_keys=True).encode())
 
-    def delete_guest(self, name: str) -> None:
+    def delete_guest(self, name: str) -> bool:
+        """Delete a definition; False when there was none."""
         try:
             (self.guests / f"{name}.json").unlink()
         except FileNotFoundError:
-            return
+            return False
         # guest-remove replies after this: the definition must not come back after a crash.
         fsync_dir(self.guests)
+        return True
 
     def load_guests(self) -> list[dict[str, Any]]:
         out = []

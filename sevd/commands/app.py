@@ -89,7 +89,7 @@ class App:
         self.dump_dir = "dumps"
         self.save_identity: Callable[[bytes], None] = lambda data: None
         self.save_definition: Callable[[str, dict[str, Any]], None] = lambda n, a: None
-        self.delete_definition: Callable[[str], None] = lambda n: None
+        self.delete_definition: Callable[[str], bool] = lambda n: False
         self.control = Dispatcher(self, HOST, None)
         self.greeting = jsonwrite.message({"QMP": {
             "version": self.version_info(), "capabilities": ["oob"]}})
@@ -181,9 +181,12 @@ class App:
         return slot
 
     def _sev_state(self, name: str, old: SevState, new: SevState) -> None:
+        # Changes during guest-add are the launch itself; reported only once the guest
+        # exists, so a failed guest-add leaves no trace on the wire either.
+        if name not in self.host.guests:
+            return
         data = {"name": name, "state": new.value, "previous": old.value}
-        if name in self.slots:
-            self.emit(name, "SEVD_SEV_STATE_CHANGE", data)
+        self.emit(name, "SEVD_SEV_STATE_CHANGE", data)
         self.emit(None, "SEVD_SEV_STATE_CHANGE", data)
 
     def identity_changed(self) -> None:
@@ -194,6 +197,10 @@ class App:
         """End a guest instance; `forget` also deletes its persistent definition."""
         slot = self.slots.get(name)
         if slot is None:
+            if forget and self.delete_definition(name):
+                # A persistent guest that quit: only its definition is left to remove.
+                log.info("definition of guest %s removed", name)
+                return
             raise DomainError(f"Guest '{name}' not found")
         self.host.remove(name)
         try:

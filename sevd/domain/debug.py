@@ -26,6 +26,10 @@ class DebugRefused(DomainError):
     """The RFC's security policy forbids debug access to this guest."""
 
 
+class _Unreadable(Exception):
+    """The firmware failed a debug read for another reason than the guest's policy."""
+
+
 class DebugAccess:
     """Reads and writes of one guest's memory on behalf of the monitor."""
 
@@ -52,6 +56,12 @@ class DebugAccess:
             return None
         if self.sev is None:
             return self.machine.store.read(gpa, length)
+        try:
+            return self._read_private_aware(gpa, length)
+        except _Unreadable:
+            return None
+
+    def _read_private_aware(self, gpa: int, length: int) -> bytes:
         out = bytearray()
         end = gpa + length
         addr = gpa
@@ -74,10 +84,11 @@ class DebugAccess:
         try:
             data = self.sev.fw.dbg_decrypt(self.sev.handle, lo, hi - lo)
         except SevError as e:
-            if e.status not in (SevStatus.POLICY_FAILURE, SevStatus.INACTIVE,
-                                SevStatus.INVALID_GUEST, SevStatus.INVALID_PLATFORM_STATE):
-                raise
-            # The firmware refuses: the monitor shows the hypervisor's view.
+            if e.status != SevStatus.POLICY_FAILURE:
+                # Any other failure (an injected fault, a guest that is gone): the range
+                # cannot be read, as a failed memory access in QEMU.
+                raise _Unreadable from None
+            # NODBG: the firmware refuses, the monitor shows the hypervisor's view.
             return store.read(gpa, length)
         return bytes(data[gpa - lo:gpa - lo + length])
 
@@ -95,7 +106,9 @@ class DebugAccess:
             else:
                 n = min(region.end, end) - addr
                 data = self.read_phys(addr, n)
-                assert data is not None
+                if data is None:
+                    raise DomainError(f"Debug read of guest '{self.guest.name}' memory at "
+                                      f"0x{addr:x} failed in the firmware")
                 out += data
             addr += n
         return bytes(out)

@@ -18,7 +18,6 @@ GIB = 1 << 30
 FOUR_GIB = 4 * GIB
 _LOWMEM_LIMIT = 0xB000_0000   # q35: guests with this much RAM or more split at 2 GiB
 _LOWMEM_SPLIT = 0x8000_0000
-VMSA_REGION = 64 * 4096       # room for 64 vCPUs' VMSAs
 
 
 @dataclass
@@ -76,7 +75,8 @@ class Machine:
             self.regions.append(Region(FOUR_GIB, FOUR_GIB + high, "ram"))
             top = FOUR_GIB + high
         self.vmsa_base = top
-        self.store = SparsePageStore(top + VMSA_REGION)
+        # One page per vCPU for SEV-ES VMSAs, beyond anything the guest can address.
+        self.store = SparsePageStore(top + cpus * 4096)
         self.vcpus = [Vcpu(i) for i in range(cpus)]
         for v in self.vcpus:
             v.reset()

@@ -107,9 +107,6 @@ async def test_digest_differs_with_the_kernel(control: Qmp) -> None:
         await control.execute("guest-remove", {"name": name})
 
 
-@pytest.mark.xfail(strict=True, reason="sevd/domain/machine.py keeps room for 64 VMSAs "
-                   "(VMSA_REGION); guest-add of an SEV-ES guest with more vCPUs fails with "
-                   "'Internal error in guest-add: MemoryRangeError'")
 async def test_es_digest_beyond_64_vcpus(control: Qmp) -> None:
     owner = await Owner.for_host(control, policy=0x5)
     name = guest_name("d")
