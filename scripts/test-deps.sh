@@ -6,8 +6,9 @@
 #   systemd         systemd-analyze verify, systemd-socket-activate, systemd-sysusers
 #                   (tests/ops: units, socket activation, the sysusers entry)
 #   chromium        headless rendering of the HTTP status page (tests/http)
+#   binutils        as/ld: the tiny test firmwares that put a real QEMU in long mode (tests/hmp, tests/gdb)
 set -euo pipefail
-pkgs=(ovmf qemu-system-x86 gdb systemd chromium)
+pkgs=(ovmf qemu-system-x86 gdb systemd chromium binutils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
