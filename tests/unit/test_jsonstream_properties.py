@@ -216,3 +216,21 @@ def test_a_control_character_resynchronises_after_any_garbage(data: bytes,
     out = p.feed(ctrl + b'{"execute":"query-status","id":"sync"}')
     assert out[-1] == {"execute": "query-status", "id": "sync"}
     assert p.idle
+
+
+def test_whole_and_bytewise_really_are_two_paths(monkeypatch: Any) -> None:
+    """What the fast/exact properties rely on: a plain message fed whole never reaches the
+    exact path's lexer, and fed byte by byte always does."""
+    calls: list[int] = []
+    real = JsonStreamParser._lex
+
+    def counting(self: JsonStreamParser, data: bytes, pos: int) -> int:
+        calls.append(pos)
+        return real(self, data, pos)
+
+    monkeypatch.setattr(JsonStreamParser, "_lex", counting)
+    msg = b'{"execute":"query-status","arguments":{"a":[1,2.5,"x",null]},"id":"__qmp#00001"}'
+    assert feed([msg + b"\r\n" + msg]) == [json.loads(msg)] * 2
+    assert calls == []
+    assert feed([msg[i:i + 1] for i in range(len(msg))]) == [json.loads(msg)]
+    assert len(calls) == len(msg)
