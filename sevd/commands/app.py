@@ -9,6 +9,7 @@ through the injected `Sockets`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ class GuestSlot:
     # HMP's sticky x/xp format and size, shared by all sessions of the guest (DESIGN §5).
     dump_defaults: Any = None
     next_tick: float = 0.0
+    gdbserver: Any = None  # the guest's gdb stub (sevd.transports.gdb.GdbServer), if started
 
 
 class Sockets(Protocol):
@@ -189,6 +191,12 @@ class App:
         self.emit(name, "SEVD_SEV_STATE_CHANGE", data)
         self.emit(None, "SEVD_SEV_STATE_CHANGE", data)
 
+    def spawn(self, coro: Any) -> None:
+        """Run a coroutine a command started; the daemon awaits these at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
     def identity_changed(self) -> None:
         if self.platform is not None:
             self.save_identity(self.platform.export_identity())
@@ -203,6 +211,8 @@ class App:
                 return
             raise DomainError(f"Guest '{name}' not found")
         self.host.remove(name)
+        if slot.gdbserver is not None:
+            slot.gdbserver.close()
         try:
             if self.sockets is not None:
                 await self.sockets.close_guest(slot)

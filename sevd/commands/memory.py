@@ -7,12 +7,15 @@ produced here once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sevd.commands.registry import GUEST, Ctx, command
-from sevd.domain.debug import DebugAccess
+from sevd.domain.debug import DebugAccess, DebugRefused
 from sevd.domain.errors import DomainError
+from sevd.domain.guest import Guest
 from sevd.files import open_for_write
+from sevd.protocol.gdb import GdbError
 
 MAX_DUMP = 4 << 30
 CHUNK = 1 << 20
@@ -81,3 +84,73 @@ def qmp_memsave(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 def qmp_pmemsave(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     pmemsave(ctx, args["val"], args["size"], args["filename"])
     return {}
+
+
+class DebugTarget:
+    """The gdb stub's view of one guest: its vCPUs and memory through the debug path.
+
+    The simulated vCPUs do not execute, so attaching a debugger does not stop the guest
+    (QEMU would enter run state `debug`); registers are what the simulated firmware set.
+    """
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+
+    def _debug(self) -> DebugAccess:
+        try:
+            return DebugAccess(self.guest)
+        except DebugRefused as e:
+            raise GdbError(14, str(e)) from None
+
+    def vcpu_count(self) -> int:
+        return len(self.guest.machine.vcpus)
+
+    def registers(self, cpu: int) -> Mapping[str, int]:
+        return self.guest.machine.vcpus[cpu].regs
+
+    def read_memory(self, vaddr: int, length: int, cpu: int) -> bytes:
+        data = self._debug().read_virt(vaddr, length, cpu)
+        if data is None:
+            raise GdbError(14, "Cannot access memory")
+        return data
+
+    def write_memory(self, vaddr: int, data: bytes, cpu: int) -> None:
+        if not self._debug().write_virt(vaddr, data, cpu):
+            raise GdbError(14, "Cannot access memory")
+
+    def set_register(self, cpu: int, name: str, value: int) -> None:
+        regs = self.guest.machine.vcpus[cpu].regs
+        if name not in regs:
+            raise GdbError(22, f"register {name} is not modelled")
+        regs[name] = value
+
+
+def gdbserver(ctx: Ctx, device: str | None) -> str:
+    """HMP `gdbserver [device]`: start (or, with `none`, stop) the guest's gdb stub."""
+    from sevd.hmp.rows import guest_monitor
+    from sevd.transports.gdb import GdbDeviceError, GdbServer, parse_gdbserver_device
+
+    guest = ctx.the_guest
+    slot = ctx.app.slots[guest.name]
+    shown = device if device is not None else "tcp::1234"
+    try:
+        parsed = parse_gdbserver_device(device)
+    except GdbDeviceError as e:
+        return f"{e}\nCould not open gdbserver on device '{shown}'\n"
+    if slot.gdbserver is not None:
+        slot.gdbserver.close()
+        slot.gdbserver = None
+    if parsed is None:
+        return "Disabled gdbserver\n"
+
+    def monitor(line: str) -> str:
+        return guest_monitor().run(line, Ctx(None, ctx.app, guest)).replace("\r\n", "\n")
+
+    server = GdbServer(parsed, lambda: DebugTarget(guest), monitor)
+    try:
+        server.bind()
+    except GdbDeviceError as e:
+        return f"{e}\nCould not open gdbserver on device '{shown}'\n"
+    slot.gdbserver = server
+    ctx.app.spawn(server.serve())
+    return f"Waiting for gdb connection on device '{shown}'\n"

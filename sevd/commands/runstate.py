@@ -37,10 +37,7 @@ def cont(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _end_instance(ctx: Ctx, name: str) -> None:
-    app = ctx.app
-    task = asyncio.get_running_loop().create_task(app.remove_guest(name))
-    app.background.add(task)
-    task.add_done_callback(app.background.discard)
+    ctx.app.spawn(ctx.app.remove_guest(name))
 
 
 @command("system_reset", GUEST)

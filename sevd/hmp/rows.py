@@ -10,8 +10,10 @@ text as QEMU's `hmp_*` functions do.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
+from sevd.hmp.cpudump import CPU_NOT_AVAILABLE, format_info_cpus, format_info_registers
 from sevd.hmp.dump import (
     PG_DISABLED,
     PTE_ADDR_MASK_1G,
@@ -143,6 +145,34 @@ def _save(physical: bool) -> Any:
     return handler
 
 
+def hmp_gdbserver(ctx: Any, args: dict[str, Any]) -> str:
+    from sevd.commands.memory import gdbserver
+
+    return gdbserver(ctx, args.get("device"))
+
+
+def info_registers(ctx: Any, args: dict[str, Any]) -> str:
+    vcpus = _guest(ctx).machine.vcpus
+    booted = _guest(ctx).os.booted
+    if args.get("cpustate_all"):
+        wanted = range(len(vcpus))
+    else:
+        index = args.get("vcpu", ctx.cpu)
+        if not 0 <= index < len(vcpus):
+            return CPU_NOT_AVAILABLE.format(index=index)
+        wanted = range(index, index + 1)
+    # Application processors wait in HLT until the firmware starts them.
+    return "".join(format_info_registers(vcpus[i].regs, i, halted=i > 0 and not booted)
+                   for i in wanted)
+
+
+def info_cpus(ctx: Any, args: dict[str, Any]) -> str:
+    # Every simulated vCPU runs on the daemon's thread: its id is the thread id shown.
+    tid = threading.get_native_id()
+    return format_info_cpus([(v.index, v.index == ctx.cpu, v.regs.get("rip", 0), tid)
+                             for v in _guest(ctx).machine.vcpus])
+
+
 # -- run state -----------------------------------------------------------------------------
 
 def _op(name: str) -> Any:
@@ -194,6 +224,8 @@ def guest_monitor() -> HmpMonitor:
         info_command("sev", info_sev),
         info_command("mem", info_mem),
         info_command("tlb", info_tlb),
+        info_command("registers", info_registers),
+        info_command("cpus", info_cpus),
         HmpCommand("x-sevd-memory", "", "",
                    "show which guest-physical ranges are private, shared or untouched (sevd)",
                    info_sevd_memory),
@@ -210,6 +242,9 @@ def guest_monitor() -> HmpMonitor:
         command("gva2gpa", hmp_gva2gpa),
         command("memsave", _save(physical=False)),
         command("pmemsave", _save(physical=True)),
+        HmpCommand("gdbserver", "device:s?", "[device]",
+                   "start gdbserver on given device (default 'tcp::1234'), stop with 'none'",
+                   hmp_gdbserver),
     ]
     return HmpMonitor(rows, defaults=_defaults, registers=_registers)
 

@@ -200,6 +200,7 @@ class GdbServer:
         self.client: _GdbConnection | None = None
         self.closing = False
         self._server: asyncio.AbstractServer | None = None
+        self._sock: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
 
     @property
@@ -211,8 +212,9 @@ class GdbServer:
     def connected(self) -> bool:
         return self.client is not None
 
-    async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
+    def bind(self) -> None:
+        """Create the listening socket now (synchronously), so that the monitor can print
+        a failure at once, as QEMU's gdbserver_start() does."""
         if self.device.kind == "unix":
             try:
                 sock = bind_unix(self.device.path, 0o600, 1)
@@ -220,29 +222,48 @@ class GdbServer:
                 raise GdbDeviceError(f"gdbserver: {e}") from None
             st = os.stat(self.device.path)
             self._inode = (st.st_dev, st.st_ino)
-            self._server = await loop.create_unix_server(lambda: _GdbConnection(self),
-                                                         sock=sock)
+            self._sock = sock
             return
         family = socket.AF_INET6 if ":" in self.device.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = await loop.create_server(
-                lambda: _GdbConnection(self), self.device.host, self.device.port,
-                family=family, backlog=1, reuse_address=True)
-        except OSError as e:
-            raise GdbDeviceError(f"gdbserver: cannot listen on {self.device}: "
-                                 f"{e.strerror or e}") from None
-        port = self._server.sockets[0].getsockname()[1]
-        self.device = GdbDevice("tcp", host=self.device.host, port=port)
-        for s in self._server.sockets:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.device.host, self.device.port))
+            sock.listen(1)
+            sock.setblocking(False)
             # QEMU's tcp gdbstub adds nodelay=on: replies are small and latency-bound.
             with contextlib.suppress(OSError):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as e:
+            sock.close()
+            raise GdbDeviceError(f"gdbserver: cannot listen on {self.device}: "
+                                 f"{e.strerror or e}") from None
+        self.device = GdbDevice("tcp", host=self.device.host, port=sock.getsockname()[1])
+        self._sock = sock
+
+    async def serve(self) -> None:
+        """Start accepting on the socket bind() created."""
+        loop = asyncio.get_running_loop()
+        sock, self._sock = self._sock, None
+        assert sock is not None, "bind() first"
+        if self.device.kind == "unix":
+            self._server = await loop.create_unix_server(lambda: _GdbConnection(self),
+                                                         sock=sock)
+        else:
+            self._server = await loop.create_server(lambda: _GdbConnection(self), sock=sock)
+
+    async def _start(self) -> None:
+        self.bind()
+        await self.serve()
 
     def close(self) -> None:
         """Stop listening, disconnect the debugger, remove the unix socket file."""
         if self.closing:
             return
         self.closing = True
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         if self._server is not None:
             self._server.close()
         if self.client is not None:
