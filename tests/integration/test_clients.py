@@ -115,6 +115,19 @@ async def test_qmpclient_on_a_guest_socket(guest: str) -> None:
         await c.disconnect()
 
 
+async def test_query_commands_matches_introspection(guest: str, module_daemon: Any) -> None:
+    for path in (guest, module_daemon.control):
+        c = QMPClient("intro")
+        await c.connect(path)
+        try:
+            names = [x["name"] for x in await c.execute("query-commands")]
+            schema = await c.execute("query-qmp-schema")
+        finally:
+            await c.disconnect()
+        assert "qmp_capabilities" in names and len(set(names)) == len(names)
+        assert set(names) == {e["name"] for e in schema if e["meta-type"] == "command"}
+
+
 async def test_qmpclient_sees_events_caused_by_another_client(guest: str) -> None:
     watcher, actor = QMPClient("watcher"), QMPClient("actor")
     await watcher.connect(guest)
