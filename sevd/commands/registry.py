@@ -31,7 +31,7 @@ log = logging.getLogger("sevd.commands")
 
 HOST = "host"
 GUEST = "guest"
-FAMILIES = ("core", "runstate", "machine", "guests", "hmp", "sev", "memory")
+FAMILIES = ("core", "runstate", "machine", "guests", "hmp", "sev", "memory", "qom")
 
 
 @dataclass(slots=True)
