@@ -25,6 +25,7 @@ import referencing
 import referencing.jsonschema
 
 from sevd.protocol.jsonstream import JFloat
+from sevd.protocol.session import qdict_order
 
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _UINT64 = (0, (1 << 64) - 1)
@@ -203,10 +204,11 @@ class Schema:
             msg = self._value(obj[name], *self.resolve(sub, base), full, name)
             if msg:
                 return msg
-        if schema.get("additionalProperties") is False:
-            for key in obj:
-                if key not in props:
-                    return f"Parameter '{path + key}' is unexpected"
+        if schema.get("additionalProperties") is False or "unevaluatedProperties" in schema:
+            extra = [k for k in obj if k not in props]
+            if extra:
+                first = ghash_first_left(qdict_order(obj), extra)
+                return f"Parameter '{path + first}' is unexpected"
         return None
 
     def _value(self, v: Any, s: dict[str, Any], base: str, full: str,
@@ -258,3 +260,127 @@ class Schema:
                 return f"Parameter '{bare or 'null'}' expects {cname}"
         return None
 
+
+
+# -- GLib's GHashTable, as far as QEMU's input visitor makes its order visible -------------
+
+_PRIME_MOD = (1, 2, 3, 7, 13, 31, 61, 127, 251, 509, 1021, 2039, 4093, 8191, 16381, 32749,
+              65521, 131071, 262139, 524287, 1048573, 2097143, 4194301, 8388593, 16777213)
+_MIN_SHIFT = 3
+
+
+def _g_str_hash(key: str) -> int:
+    """g_str_hash(): djb2 over signed chars; 0 and 1 are reserved (HASH_IS_REAL)."""
+    h = 5381
+    for c in key.encode("utf-8", "surrogatepass"):
+        h = (h * 33 + (c - 256 if c > 127 else c)) & 0xFFFFFFFF
+    return h if h >= 2 else 2
+
+
+class _GHashTable:
+    """GLib 2.74's GHashTable of strings, as far as its slot order goes: open addressing
+    from `(hash * 11) % mod` (32-bit arithmetic) with growing steps, tombstones, and the
+    in-place resize_map() of g_hash_table_resize(). Iteration is slot order."""
+
+    _UNUSED, _TOMB = 0, 1
+
+    def __init__(self) -> None:
+        self._set_shift(_MIN_SHIFT)
+        self.hashes = [self._UNUSED] * self.size
+        self.keys_: list[str | None] = [None] * self.size
+        self.nnodes = 0
+        self.noccupied = 0
+
+    def _set_shift(self, shift: int) -> None:
+        self.size = 1 << shift
+        self.mod = _PRIME_MOD[shift]
+        self.mask = self.size - 1
+
+    def _index(self, h: int) -> int:
+        return ((h * 11) & 0xFFFFFFFF) % self.mod
+
+    def _lookup(self, key: str) -> tuple[int, int]:
+        h = _g_str_hash(key)
+        i = self._index(h)
+        step = 0
+        tomb = -1
+        while self.hashes[i] != self._UNUSED:
+            if self.hashes[i] == h and self.keys_[i] == key:
+                return i, h
+            if self.hashes[i] == self._TOMB and tomb < 0:
+                tomb = i
+            step += 1
+            i = (i + step) & self.mask
+        return (tomb if tomb >= 0 else i), h
+
+    def insert(self, key: str) -> None:
+        i, h = self._lookup(key)
+        if self.hashes[i] >= 2:
+            return
+        if self.hashes[i] == self._UNUSED:
+            self.noccupied += 1
+        self.hashes[i], self.keys_[i] = h, key
+        self.nnodes += 1
+        self._maybe_resize()
+
+    def remove(self, key: str) -> None:
+        i, _ = self._lookup(key)
+        if self.hashes[i] >= 2:
+            self.hashes[i], self.keys_[i] = self._TOMB, None
+            self.nnodes -= 1
+            self._maybe_resize()
+
+    def _maybe_resize(self) -> None:
+        if (self.size > self.nnodes * 4 and self.size > 1 << _MIN_SHIFT) or \
+                self.size <= self.noccupied + self.noccupied // 16:
+            self._resize()
+
+    def _resize(self) -> None:
+        old = self.size
+        self._set_shift(max(int(self.nnodes * 1.333).bit_length(), _MIN_SHIFT))
+        if self.size > old:
+            self.hashes += [self._UNUSED] * (self.size - old)
+            self.keys_ += [None] * (self.size - old)
+        moved = [False] * max(self.size, old)
+        for i in range(old):  # resize_map(): relocate in place, evicting as it goes
+            h = self.hashes[i]
+            if h < 2:
+                self.hashes[i] = self._UNUSED
+                continue
+            if moved[i]:
+                continue
+            self.hashes[i] = self._UNUSED
+            key = self.keys_[i]
+            self.keys_[i] = None
+            while True:
+                j = self._index(h)
+                step = 0
+                while moved[j]:
+                    step += 1
+                    j = (j + step) & self.mask
+                moved[j] = True
+                replaced, rkey = self.hashes[j], self.keys_[j]
+                self.hashes[j], self.keys_[j] = h, key
+                if replaced < 2:
+                    break
+                h, key = replaced, rkey
+        if self.size < old:
+            del self.hashes[self.size:]
+            del self.keys_[self.size:]
+        self.noccupied = self.nnodes
+
+    def keys(self) -> list[str]:
+        return [k for h, k in zip(self.hashes, self.keys_, strict=True) if h >= 2 and k]
+
+
+def ghash_first_left(qdict_keys: list[str], unexpected: list[str]) -> str:
+    """The key qobject_input_check_struct() reports: every member goes into a GHashTable
+    (in QDict order), the visited ones are removed, and the first slot left is named."""
+    table = _GHashTable()
+    for k in qdict_keys:
+        table.insert(k)
+    left = set(unexpected)
+    for k in qdict_keys:
+        if k not in left:
+            table.remove(k)
+    return table.keys()[0]
