@@ -7,9 +7,11 @@ with `RawQmp` when the exact bytes matter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -96,15 +98,28 @@ def start_daemon(base: Path, *extra: str, env: dict[str, str] | None = None,
     d = DaemonProc(base, proc, args)
     if wait:
         deadline = time.monotonic() + 15
-        while not os.path.exists(d.control):
+        # Ready means listening, not merely "the file exists": a stale file from a crash
+        # exists before the daemon has bound its socket.
+        while not _listening(d.control):
             if proc.poll() is not None:
-                raise RuntimeError("sevd exited: " + proc.stderr.read().decode()
-                                   if proc.stderr else "")
+                raise RuntimeError("sevd exited: " + (proc.stderr.read().decode()
+                                                      if proc.stderr else ""))
             if time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("sevd did not create its control socket")
+                raise RuntimeError("sevd did not start listening on its control socket")
             time.sleep(0.02)
     return d
+
+
+def _listening(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
 
 
 @pytest.fixture
@@ -161,10 +176,8 @@ class RawQmp:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, BrokenPipeError):
             await self.writer.wait_closed()
-        except (ConnectionError, BrokenPipeError):
-            pass
 
 
 @pytest.fixture

@@ -61,10 +61,7 @@ class Machine:
 
     def __init__(self, ram_size: int, cpus: int, firmware_size: int) -> None:
         self.ram_size = ram_size
-        if ram_size >= _LOWMEM_LIMIT:
-            low = _LOWMEM_SPLIT
-        else:
-            low = ram_size
+        low = _LOWMEM_SPLIT if ram_size >= _LOWMEM_LIMIT else ram_size
         high = ram_size - low
         self.regions = [Region(0, low, "ram")]
         self.firmware_base = FOUR_GIB - firmware_size

@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sevd import __version__
@@ -142,6 +142,9 @@ class Metrics:
 
     def __init__(self, app: App, sev_states: list[str], sessions: Callable[[], dict[str, int]],
                  event_streams: Callable[[], int]) -> None:
+        # No `_created` series: they double the output and no dashboard here uses them
+        # (process-wide in prometheus-client, and this process serves only these metrics).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SevdCollector(app, sev_states, sessions, event_streams))
         self.latency = Histogram("sevd_qmp_command_duration_seconds", "Time in the QMP "
@@ -152,7 +155,16 @@ class Metrics:
 
     def timed(self, name: str, handler: Handler) -> Handler:
         """`handler`, observed into the latency histogram (for App.wrap_handlers)."""
-        observe = self.latency.labels(name).observe
+        hist = self.latency
+        child: list[Callable[[float], None]] = []
+
+        def observe(seconds: float) -> None:
+            # The labelled child is created on the first call: commands never called have
+            # no series (35 commands x 18 bucket lines would bloat every scrape).
+            if not child:
+                child.append(hist.labels(name).observe)
+            child[0](seconds)
+
         clock = time.perf_counter
         import inspect
 

@@ -173,7 +173,7 @@ _DECLARED = {"val", "size", "filename"}
 @pytest.mark.parametrize(("keys", "named"), QEMU_ANSWERS)
 def test_first_unexpected_argument_is_qemus(keys: list[str], named: str) -> None:
     schema = Schema()
-    command = "pmemsave" if _DECLARED <= set(keys) else "query-status"
+    command = "pmemsave" if set(keys) >= _DECLARED else "query-status"
     args = {k: (0 if k in _DECLARED and command == "pmemsave" else 1) for k in keys}
     if command == "pmemsave":
         args["filename"] = "x"
