@@ -10,9 +10,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import DaemonProc
+
+DaemonProc = Any  # tests/conftest.py DaemonProc (conftest modules shadow each other by name)
 
 SEVCTL = [sys.executable, "-m", "sevctl"]
 
