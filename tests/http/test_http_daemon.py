@@ -84,8 +84,14 @@ async def test_unix_socket_events_while_guests_change_state(base: Path) -> None:
     assert oct(sock.stat().st_mode & 0o777) == "0o660"
     try:
         async with http(f"unix:{sock}") as (s, url):
-            async with s.get(url + "/readyz") as r:
-                assert r.status == 200 and check("Health", await r.json())["status"] == "ok"
+            for _ in range(100):  # the socket exists a moment before the start completes
+                async with s.get(url + "/readyz") as r:
+                    body = check("Health", await r.json())
+                    if r.status == 200:
+                        break
+                    assert r.status == 503 and body["status"] == "not-ready"
+                await asyncio.sleep(0.02)
+            assert body["status"] == "ok"
             async with s.get(url + "/api/v1/events") as stream, qmp(d.control) as ctl:
                 await ctl.execute("guest-add", {"name": "ev1", "sev-guest": SEV})
                 async with qmp(d.guest_socket("ev1")) as g:
@@ -112,6 +118,9 @@ async def test_unix_socket_events_while_guests_change_state(base: Path) -> None:
                 tail = await sse_events(stream)
             assert [e["event"] for e in tail][:1] == ["SHUTDOWN"]
             assert tail[0]["data"] == {"guest": False, "reason": "host-signal"}
+            # The stream ends before the process does: wait, rather than signal it again
+            # while asyncio.run() is closing its loop (no handler then: SIGTERM kills).
+            assert d.proc.wait(15) == 0, d.proc.stderr.read().decode()
     finally:
         assert d.stop() == 0, d.proc.stderr.read().decode()
     assert not sock.exists()
