@@ -31,6 +31,8 @@ def rome_daemon() -> Iterator[tuple[DaemonProc, Path]]:
 
 @pytest.fixture
 def dumps(milan_daemon: tuple[DaemonProc, Path]) -> Path:
+    """The Milan daemon's dump directory (created here as the daemon would: mode 0750)."""
+    milan_daemon[1].mkdir(mode=0o750, exist_ok=True)
     return milan_daemon[1]
 
 
