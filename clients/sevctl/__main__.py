@@ -70,11 +70,51 @@ async def guest_add(args: argparse.Namespace) -> int:
         spec["uuid"] = args.uuid
     if args.start:
         spec["start"] = True
+    for flag, key in (("firmware", "firmware"), ("kernel", "kernel"), ("initrd", "initrd"),
+                      ("append", "append")):
+        if getattr(args, flag) is not None:
+            spec[key] = getattr(args, flag)
+    if args.persistent:
+        spec["persistent"] = True
+    if args.no_debug:
+        spec["security-policy"] = {"debug": False}
     async with Connection(args.socket) as c:
+        if args.sev or args.session or args.policy is not None:
+            spec["sev-guest"] = await _sev_guest(c, args)
         info = await c.execute("guest-add", spec)
     _emit(args, info, f"guest {info['name']} added ({info['status']}), "
                       f"monitor socket {info['socket']}")
     return 0
+
+
+async def _sev_guest(c: Connection, args: argparse.Namespace) -> dict[str, Any]:
+    """The sev-guest object; cbitpos and reduced-phys-bits come from the host's
+    query-sev-capabilities unless given, as libvirt fills them."""
+    sev: dict[str, Any] = {"policy": args.policy if args.policy is not None else 1}
+    if args.cbitpos is None or args.reduced_phys_bits is None:
+        caps = await c.execute("query-sev-capabilities")
+    sev["cbitpos"] = args.cbitpos if args.cbitpos is not None else caps["cbitpos"]
+    sev["reduced-phys-bits"] = (args.reduced_phys_bits if args.reduced_phys_bits is not None
+                                else caps["reduced-phys-bits"])
+    if args.handle is not None:
+        sev["handle"] = args.handle
+    if args.kernel_hashes:
+        sev["kernel-hashes"] = True
+    if args.session:
+        # virtee's `sevctl session` files, read here and sent inline: they live with the
+        # guest owner, not in the daemon's firmware directories.
+        for key, suffix in (("dh-cert", "_godh.b64"), ("session", "_session.b64")):
+            path = args.session + suffix
+            try:
+                with open(path) as f:
+                    sev[key] = f.read().strip()
+            except OSError as e:
+                raise CliError(f"cannot read {path}: {e.strerror}") from None
+    return sev
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
 
 
 async def guest_remove(args: argparse.Namespace) -> int:
@@ -169,6 +209,23 @@ def parser() -> argparse.ArgumentParser:
     ga.add_argument("--cpus", type=int)
     ga.add_argument("--uuid")
     ga.add_argument("--start", action="store_true", help="run straight through (no -S)")
+    ga.add_argument("--persistent", action="store_true",
+                    help="keep the definition and launch it when sevd starts")
+    ga.add_argument("--firmware", help="firmware image in sevd's firmware directories")
+    ga.add_argument("--kernel")
+    ga.add_argument("--initrd")
+    ga.add_argument("--append")
+    ga.add_argument("--no-debug", action="store_true",
+                    help="security policy debug=off: refuse monitor debug access")
+    sevg = ga.add_argument_group("SEV", "an SEV guest (QEMU's sev-guest object)")
+    sevg.add_argument("--sev", action="store_true", help="launch as an SEV guest")
+    sevg.add_argument("--policy", type=_int, help="guest policy (default 0x1; implies --sev)")
+    sevg.add_argument("--session", metavar="NAME",
+                      help="use NAME_godh.b64 and NAME_session.b64 (sevctl session)")
+    sevg.add_argument("--handle", type=_int, help="share the VEK of this firmware handle")
+    sevg.add_argument("--cbitpos", type=_int, help="default: the host's")
+    sevg.add_argument("--reduced-phys-bits", type=_int, help="default: the host's (1)")
+    sevg.add_argument("--kernel-hashes", action="store_true")
     ga.set_defaults(run=guest_add)
     gr = gsub.add_parser("remove", help="remove a guest")
     gr.add_argument("name")
