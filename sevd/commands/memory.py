@@ -7,14 +7,16 @@ produced here once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sevd.commands.registry import GUEST, Ctx, command
 from sevd.domain.debug import DebugAccess, DebugRefused
 from sevd.domain.errors import DomainError
 from sevd.domain.guest import Guest
-from sevd.files import open_for_write
+from sevd.files import dump_path, open_for_write
 from sevd.protocol.gdb import GdbError
 
 MAX_DUMP = 4 << 30
@@ -46,31 +48,43 @@ def memsave(ctx: Ctx, addr: int, size: int, filename: str, cpu: int | None = Non
     check_size(size)
     dbg = debug(ctx)
     addr &= _M64
-    chunks = []
-    for off in range(0, size, CHUNK):
-        n = min(CHUNK, size - off)
-        data = dbg.read_virt((addr + off) & _M64, n, index)
-        if data is None:
-            raise DomainError(f"Invalid addr 0x{addr:016x}/size {size} specified")
-        chunks.append(data)
-    _write(ctx, filename, chunks)
+
+    def chunks() -> Iterator[bytes]:
+        for off in range(0, size, CHUNK):
+            data = dbg.read_virt((addr + off) & _M64, min(CHUNK, size - off), index)
+            if data is None:
+                raise DomainError(f"Invalid addr 0x{addr:016x}/size {size} specified")
+            yield data
+
+    _write(ctx, filename, chunks())
 
 
 def pmemsave(ctx: Ctx, addr: int, size: int, filename: str) -> None:
     check_size(size)
     dbg = debug(ctx)
     addr &= _M64
-    chunks = [dbg.read_phys_or_zero(addr + off, min(CHUNK, size - off))
-              for off in range(0, size, CHUNK)]
-    _write(ctx, filename, chunks)
+    _write(ctx, filename, (dbg.read_phys_or_zero(addr + off, min(CHUNK, size - off))
+                           for off in range(0, size, CHUNK)))
 
 
-def _write(ctx: Ctx, filename: str, chunks: list[bytes]) -> None:
+def _write(ctx: Ctx, filename: str, chunks: Iterator[bytes]) -> None:
+    """Stream a dump into its file, one chunk (1 MiB) in memory at a time.
+
+    A 4 GiB dump must not cost 4 GiB of the daemon's memory. The first chunk is read before
+    the file is opened, so a dump that fails at once (an unmapped address, a firmware
+    failure) creates no file; a dump that fails later has its partial file removed.
+    """
+    first = next(chunks, b"")
     with open_for_write(filename, ctx.app.dump_dir) as f:
         try:
-            for c in chunks:
-                f.write(c)
-        except OSError:
+            f.write(first)
+            for chunk in chunks:
+                f.write(chunk)
+        except (OSError, DomainError) as e:
+            with contextlib.suppress(OSError, DomainError):
+                os.unlink(dump_path(filename, ctx.app.dump_dir))
+            if isinstance(e, DomainError):
+                raise
             raise DomainError(f"writing memory to '{filename}' failed") from None
 
 

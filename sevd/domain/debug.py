@@ -62,16 +62,18 @@ class DebugAccess:
             return None
 
     def _read_private_aware(self, gpa: int, length: int) -> bytes:
-        out = bytearray()
         end = gpa + length
-        addr = gpa
         # One firmware call per run of private memory (not per page): runs end where the
         # guest's shared ranges begin or end.
         cuts = sorted({b for r in self.guest.os.shared_ranges() for b in r if gpa < b < end})
+        if not cuts:
+            return self._read_run(gpa, length)  # the common case: no copy of the run
+        parts = []
+        addr = gpa
         for stop in [*cuts, end]:
-            out += self._read_run(addr, stop - addr)
+            parts.append(self._read_run(addr, stop - addr))
             addr = stop
-        return bytes(out)
+        return b"".join(parts)
 
     def _read_run(self, gpa: int, length: int) -> bytes:
         store = self.machine.store
@@ -94,7 +96,7 @@ class DebugAccess:
 
     def read_phys_or_zero(self, gpa: int, length: int) -> bytes:
         """As QEMU's physical read for pmemsave: unmapped parts read as zeros."""
-        out = bytearray()
+        out: list[bytes] = []
         addr, end = gpa, gpa + length
         while addr < end:
             region = self.machine.region_at(addr)
@@ -102,16 +104,16 @@ class DebugAccess:
                 nxt = min((r.start for r in self.machine.regions if r.start > addr),
                           default=end)
                 n = min(nxt, end) - addr
-                out += bytes(n)
+                out.append(bytes(n))
             else:
                 n = min(region.end, end) - addr
                 data = self.read_phys(addr, n)
                 if data is None:
                     raise DomainError(f"Debug read of guest '{self.guest.name}' memory at "
                                       f"0x{addr:x} failed in the firmware")
-                out += data
+                out.append(data)
             addr += n
-        return bytes(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def write_phys(self, gpa: int, data: bytes) -> bool:
         """Write through DBG_ENCRYPT (private) or as is (shared); False if not possible."""

@@ -5,7 +5,8 @@ configured dump directory (`paths.dump_dir`): relative names resolve there (sub-
 that exist included), absolute names inside it are honoured, `..`, absolute paths outside
 and symlinks leading out are refused and nothing is written outside; files have mode 0640.
 Sizes: negative or over the limit are errors (QEMU 7.2 segfaults there), 0 creates an
-empty file, `pmemsave` beyond RAM writes zeros as QEMU does, `memsave` of an unmapped
+empty file, `pmemsave` beyond RAM writes zeros as QEMU does, a 256 MiB dump is streamed
+(the daemon's peak memory grows by far less than the dump), `memsave` of an unmapped
 virtual range is QEMU's `Invalid addr …` error with no file left, the QMP `cpu-index` is
 checked. HMP's argument parsing is QEMU's: an unquoted absolute path is a division
 (reference/qmp.md §8.5), and the error texts of these forms are compared with a real
@@ -30,12 +31,14 @@ from debug_support import (
     HEARTBEAT,
     QEMU,
     Qmp,
+    debug_daemon,
     dump_bytes,
     error_of,
     hmp,
     launched,
     qmp,
     short_tmpdir,
+    stop_daemon,
     view,
 )
 
@@ -254,3 +257,31 @@ async def test_argument_errors_match_real_qemu(control: Qmp, dumps: Path) -> Non
     assert all(text for text in ours)  # every line is an error
     assert written == [] and set(os.listdir(dumps)) == before
     assert not Path("/tmp/never-written.bin").exists()
+
+
+async def test_a_large_dump_is_streamed_not_held_in_memory() -> None:
+    """A 256 MiB pmemsave raises the daemon's peak memory (VmHWM) by far less than 256 MiB:
+    the dump is written chunk by chunk (it was first held whole, then written)."""
+    d, dumps = debug_daemon()
+    try:
+        async with qmp(d.control) as c, launched(c, "milan", policy=None, memory=RAM) as guest, \
+                qmp(guest.socket) as g:
+            await g.execute("pmemsave", {"val": 0, "size": 1 << 20, "filename": "warm.bin"})
+            before = peak_kib(d.proc.pid)
+            await g.execute("pmemsave", {"val": 0, "size": RAM, "filename": "all.bin"})
+            grown = (peak_kib(d.proc.pid) - before) >> 10
+            assert (dumps / "all.bin").stat().st_size == RAM
+            with (dumps / "all.bin").open("rb") as f:
+                f.seek(HEARTBEAT)
+                assert f.read(8) == b"SEVDHB01"
+            (dumps / "all.bin").unlink()
+            assert grown < 64, f"peak memory grew by {grown} MiB"
+    finally:
+        stop_daemon(d)
+
+
+def peak_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
