@@ -64,6 +64,11 @@ class PageWalker:
             return vaddr & ((1 << 64) - 1), False
         if not self.long_mode:
             return None  # 32-bit paging is not built by the simulated firmware
+        if vaddr >> 47 not in (0, 0x1FFFF):
+            # x86_cpu_get_phys_page_attrs_debug(): "test virtual address sign extension".
+            # A non-canonical address has no translation (its low 48 bits would otherwise
+            # alias a mapped page).
+            return None
         table = self.cr3 & ADDR
         shifts = (39, 30, 21, 12)
         for level, shift in enumerate(shifts):
