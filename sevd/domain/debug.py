@@ -53,13 +53,30 @@ class DebugAccess:
         if length <= 0:
             return b""
         if self.machine.mapped(gpa, length) is None:
-            return None
+            return self._read_regions(gpa, length)
         if self.sev is None:
             return self.machine.store.read(gpa, length)
         try:
             return self._read_private_aware(gpa, length)
         except _Unreadable:
             return None
+
+    def _read_regions(self, gpa: int, length: int) -> bytes | None:
+        """A read across adjacent regions (the firmware ends at 4 GiB, where the RAM above
+        4 GiB begins), region by region as QEMU's address space reads it; None if any part
+        is unmapped."""
+        parts = []
+        addr, end = gpa, gpa + length
+        while addr < end:
+            region = self.machine.region_at(addr)
+            if region is None:
+                return None
+            part = self.read_phys(addr, min(region.end, end) - addr)
+            if part is None:
+                return None
+            parts.append(part)
+            addr += len(part)
+        return b"".join(parts)
 
     def _read_private_aware(self, gpa: int, length: int) -> bytes:
         end = gpa + length

@@ -183,3 +183,23 @@ async def test_plain_guest_reads_equal_the_hypervisor_view(control: Qmp, dumps: 
         # The tables of a guest without SEV carry no C-bit.
         pml4 = int.from_bytes(await view(g, TABLES[0], 8), "little")
         assert pml4 == 0xA023
+
+
+@pytest.mark.parametrize("policy", [None, 0x0], ids=["plain", "sev"])
+async def test_a_physical_read_across_the_firmware_and_high_ram(control: Qmp, dumps: Path,
+                                                                policy: int | None) -> None:
+    """With 3 GiB, RAM continues at 4 GiB right where the firmware ends: QEMU's xp reads
+    across that boundary (observed on QEMU 7.2 with -m 3072: `xp /2xg 0xfffffff8` prints
+    two values), and so does sevd, each part through its own path."""
+    async with launched(control, "milan", policy=policy, memory=3 << 30) as guest, \
+            qmp(guest.socket) as g:
+        both = dump_bytes(await hmp(g, "xp /2xg 0xfffffff8"), 8)
+        rom = dump_bytes(await hmp(g, "xp /1xg 0xfffffff8"), 8)
+        high = dump_bytes(await hmp(g, "xp /1xg 0x100000000"), 8)
+        assert both == rom + high
+        await g.execute("pmemsave", {"val": 0xFFFFFFF8, "size": 16, "filename": "4g.bin"})
+        assert (dumps / "4g.bin").read_bytes() == both
+        if policy is None:
+            assert both == await view(g, 0xFFFFFFF8, 8) + await view(g, 1 << 32, 8)
+        # below the firmware, the hole after the RAM under 2 GiB is unmapped
+        assert await hmp(g, "xp /2xg 0x7ffffff8") == "000000007ffffff8: Cannot access memory\r\n"
