@@ -70,14 +70,13 @@ def pmemsave(ctx: Ctx, addr: int, size: int, filename: str) -> None:
 def _write(ctx: Ctx, filename: str, chunks: Iterator[bytes]) -> None:
     """Stream a dump into its file, one chunk (1 MiB) in memory at a time.
 
-    A 4 GiB dump must not cost 4 GiB of the daemon's memory. The first chunk is read before
-    the file is opened, so a dump that fails at once (an unmapped address, a firmware
-    failure) creates no file; a dump that fails later has its partial file removed.
+    A 4 GiB dump must not cost 4 GiB of the daemon's memory. As in QEMU's qmp_memsave()
+    and qmp_pmemsave(), the file is opened before memory is read, so a bad file name is
+    reported before a bad address; unlike QEMU, which leaves an empty or partial file
+    behind, a dump that fails is removed.
     """
-    first = next(chunks, b"")
     with open_for_write(filename, ctx.app.dump_dir) as f:
         try:
-            f.write(first)
             for chunk in chunks:
                 f.write(chunk)
         except (OSError, DomainError) as e:

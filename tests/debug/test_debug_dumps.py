@@ -8,9 +8,10 @@ Sizes: negative or over the limit are errors (QEMU 7.2 segfaults there), 0 creat
 empty file, `pmemsave` beyond RAM writes zeros as QEMU does, a 256 MiB dump is streamed
 (the daemon's peak memory grows by far less than the dump), `memsave` of an unmapped
 virtual range is QEMU's `Invalid addr …` error with no file left, the QMP `cpu-index` is
-checked. HMP's argument parsing is QEMU's: an unquoted absolute path is a division
-(reference/qmp.md §8.5), and the error texts of these forms are compared with a real
-QEMU 7.2 where `qemu-system-x86_64` is installed.
+checked. A bad file name is reported before a bad address, as QEMU opens the file first (but a
+failed dump leaves no file, where QEMU leaves it empty). HMP's argument parsing is QEMU's:
+an unquoted absolute path is a division (reference/qmp.md §8.5), and the error texts of
+these forms are compared with a real QEMU 7.2 where `qemu-system-x86_64` is installed.
 """
 
 from __future__ import annotations
@@ -149,6 +150,27 @@ async def test_sizes(control: Qmp, dumps: Path) -> None:
         assert (dumps / "v-end.bin").read_bytes() == await view(g, RAM - 16, 16)
 
 
+async def test_a_bad_file_is_reported_before_a_bad_address(control: Qmp, dumps: Path) -> None:
+    """QEMU opens the file before it reads memory; sevd checks in the same order (and
+    removes the file when the read then fails)."""
+    async with launched(control, "milan", policy=0x0) as guest, qmp(guest.socket) as g:
+        for name, text in (("nodir/x.bin", "Could not open 'nodir/x.bin': No such file or "
+                                           "directory"),
+                           ("../x.bin", "File name '../x.bin' must not contain '..'")):
+            assert await error_of(g, "memsave", {"val": 0x7FFFFFFF0000, "size": 16,
+                                                 "filename": name}) == text
+        assert await error_of(g, "memsave", {"val": 0x7FFFFFFF0000, "size": 16,
+                                             "filename": "late.bin"}) == (
+            "Invalid addr 0x00007fffffff0000/size 16 specified")
+        assert not (dumps / "late.bin").exists()
+        # A dump whose second MiB is unmapped: the partial file is removed too.
+        (dumps / "late.bin").write_bytes(b"old")
+        assert await error_of(g, "memsave", {"val": (256 << 20) - (1 << 20),
+                                             "size": 2 << 20, "filename": "late.bin"}) == (
+            f"Invalid addr 0x{(256 << 20) - (1 << 20):016x}/size {2 << 20} specified")
+        assert not (dumps / "late.bin").exists()
+
+
 async def test_cpu_index(control: Qmp, dumps: Path) -> None:
     async with launched(control, "milan", policy=0x0, cpus=2) as guest, \
             qmp(guest.socket) as g:
@@ -179,7 +201,7 @@ async def test_unquoted_absolute_path_is_a_division(control: Qmp, dumps: Path) -
 
 # -- the same error texts from a real QEMU ---------------------------------------------------
 
-PARSE_LINES = [
+LINES = [
     "memsave 0 16 /tmp/never-written.bin",
     "pmemsave 0 4096 /tmp/never-written.bin",
     "memsave 0 16 /2",
@@ -190,6 +212,11 @@ PARSE_LINES = [
     "pmemsave 0",
     "pmemsave 0 16 a.bin extra",
     "memsave",
+    # the file is opened before memory is read: its error comes first
+    'memsave 0x7fffffff0000 16 "nodir/x.bin"',
+    'pmemsave 0 16 "nodir/x.bin"',
+    # an unmapped virtual range (QEMU -S: paging off; sevd: beyond the identity map)
+    'memsave 0x7fffffff0000 16 "v.bin"',
 ]
 
 
@@ -248,14 +275,16 @@ def real_qemu() -> Iterator[tuple[_Qemu, Path]]:
 async def test_argument_errors_match_real_qemu(control: Qmp, dumps: Path) -> None:
     before = set(os.listdir(dumps))
     async with launched(control, "milan", policy=0x0) as guest, qmp(guest.socket) as g:
-        ours = [await hmp(g, line) for line in PARSE_LINES]
+        ours = [await hmp(g, line) for line in LINES]
     with real_qemu() as (q, work):
         theirs = [q.execute("human-monitor-command", **{"command-line": line})
-                  for line in PARSE_LINES]
-        written = sorted(p.name for p in work.iterdir() if p.name != "q.sock")
+                  for line in LINES]
+        written = {p.name: p.stat().st_size for p in work.iterdir() if p.name != "q.sock"}
     assert ours == theirs
     assert all(text for text in ours)  # every line is an error
-    assert written == [] and set(os.listdir(dumps)) == before
+    # QEMU leaves the file of a failed memsave behind, empty; sevd removes it.
+    assert written == {"v.bin": 0}
+    assert set(os.listdir(dumps)) == before
     assert not Path("/tmp/never-written.bin").exists()
 
 
