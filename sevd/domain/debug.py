@@ -20,6 +20,7 @@ from sevd.domain.paging import Leaf, PageWalker
 from sevd.domain.psp import SevError, SevStatus
 
 PAGE = 4096
+_M64 = (1 << 64) - 1
 
 
 class DebugRefused(DomainError):
@@ -176,32 +177,47 @@ class DebugAccess:
         return None if t is None else t[0]
 
     def read_virt(self, vaddr: int, length: int, cpu: int = 0) -> bytes | None:
-        """cpu_memory_rw_debug(): page by page through the walk; None on any hole."""
+        """cpu_memory_rw_debug(): page by page through the walk; None on any hole.
+
+        Pages that follow each other in guest-physical memory too (an identity map) are
+        read as one run: one DBG_DECRYPT per run of private memory, not one per page. The
+        bytes are the same as page by page."""
         walker = self.walker(cpu)
-        out = bytearray()
-        addr, left = vaddr, length
+        parts = []
+        run_gpa = run_len = 0
+        addr, left = vaddr & _M64, length
         while left > 0:
             n = min(PAGE - (addr & (PAGE - 1)), left)
             t = walker.translate(addr)
             if t is None:
                 return None
-            data = self.read_phys(t[0], n)
+            if run_len and run_gpa + run_len == t[0]:
+                run_len += n
+            else:
+                if run_len:
+                    data = self.read_phys(run_gpa, run_len)
+                    if data is None:
+                        return None
+                    parts.append(data)
+                run_gpa, run_len = t[0], n
+            addr = (addr + n) & _M64
+            left -= n
+        if run_len:
+            data = self.read_phys(run_gpa, run_len)
             if data is None:
                 return None
-            out += data
-            addr = (addr + n) & ((1 << 64) - 1)
-            left -= n
-        return bytes(out)
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def write_virt(self, vaddr: int, data: bytes, cpu: int = 0) -> bool:
-        walker = self.walker(cpu)
-        addr, pos = vaddr, 0
+        addr, pos = vaddr & _M64, 0
         while pos < len(data):
             n = min(PAGE - (addr & (PAGE - 1)), len(data) - pos)
-            t = walker.translate(addr)
+            # A fresh walk for every page: the previous page may have been a page table.
+            t = self.walker(cpu).translate(addr)
             if t is None or not self.write_phys(t[0], data[pos:pos + n]):
                 return False
-            addr += n
+            addr = (addr + n) & _M64
             pos += n
         return True
 

@@ -51,12 +51,22 @@ class PageWalker:
         self.cbit = 1 << cbitpos if cbitpos is not None else 0
         self.me_mask = ~self.cbit
         self.cr3 = cr3 & self.me_mask
+        self._tables: dict[int, tuple[int, ...] | None] = {}
 
     def _table(self, gpa: int) -> tuple[int, ...] | None:
-        data = self.read_phys(gpa & ADDR, 4096)
-        if data is None or len(data) != 4096:
-            return None
-        return struct.unpack("<512Q", data)
+        # Each table is read (through DBG_DECRYPT) once per walker: a walker serves one
+        # monitor operation, during which guest memory does not change, and a read of
+        # N pages would otherwise decrypt its tables N times. (Writers take a fresh walker
+        # for every page: a write may change a table.)
+        gpa &= ADDR
+        try:
+            return self._tables[gpa]
+        except KeyError:
+            pass
+        data = self.read_phys(gpa, 4096)
+        table = None if data is None or len(data) != 4096 else struct.unpack("<512Q", data)
+        self._tables[gpa] = table
+        return table
 
     def translate(self, vaddr: int) -> tuple[int, bool] | None:
         """(guest-physical address, encrypted) of `vaddr`, or None when unmapped."""
