@@ -63,8 +63,17 @@ def pmemsave(ctx: Ctx, addr: int, size: int, filename: str) -> None:
     check_size(size)
     dbg = debug(ctx)
     addr &= _M64
-    _write(ctx, filename, (dbg.read_phys_or_zero(addr + off, min(CHUNK, size - off))
-                           for off in range(0, size, CHUNK)))
+
+    def chunks() -> Iterator[bytes]:
+        # Physical addresses wrap at 2^64, as QEMU's hwaddr does: a chunk never crosses it.
+        off = 0
+        while off < size:
+            gpa = (addr + off) & _M64
+            n = min(CHUNK, size - off, _M64 + 1 - gpa)
+            yield dbg.read_phys_or_zero(gpa, n)
+            off += n
+
+    _write(ctx, filename, chunks())
 
 
 def _write(ctx: Ctx, filename: str, chunks: Iterator[bytes]) -> None:

@@ -129,6 +129,12 @@ async def test_sizes(control: Qmp, dumps: Path) -> None:
         # pmemsave beyond RAM writes zeros (QEMU's address_space_read of unassigned memory)
         await g.execute("pmemsave", {"val": 0x7FFFFFFF0000, "size": 16, "filename": "z.bin"})
         assert (dumps / "z.bin").read_bytes() == bytes(16)
+        # ... and wraps at 2^64 as QEMU's does (observed on 7.2: zeros, then RAM at 0)
+        size = 16 + HEARTBEAT + 8
+        await g.execute("pmemsave", {"val": (1 << 64) - 16, "size": size, "filename": "w.bin"})
+        wrapped = (dumps / "w.bin").read_bytes()
+        assert wrapped == bytes(16) + await view(g, 0, HEARTBEAT + 8)
+        assert wrapped[-8:] == b"SEVDHB01"
         # ... and across the end of RAM: RAM, then zeros up to the firmware, then the ROM.
         start = RAM - 4096
         await g.execute("pmemsave", {"val": start, "size": 8192, "filename": "edge.bin"})
