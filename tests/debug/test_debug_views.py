@@ -14,7 +14,10 @@ injected, booted by `cont`, then stopped. Proves DESIGN §5's debug path end to 
   refused with the same clear error (HMP and QMP), no dump file is created, the hypervisor
   view still works, and `info sev` says `debug: off`;
 - non-SEV guests and the shared window of SEV guests: plain reads equal the hypervisor
-  view byte for byte.
+  view byte for byte;
+- `info x-sevd-memory` (private / shared / untouched ranges) agrees with both views;
+- a physical read across the end of the firmware at 4 GiB into the RAM above it reads
+  both parts, as QEMU's does.
 """
 
 from __future__ import annotations
@@ -203,3 +206,36 @@ async def test_a_physical_read_across_the_firmware_and_high_ram(control: Qmp, du
             assert both == await view(g, 0xFFFFFFF8, 8) + await view(g, 1 << 32, 8)
         # below the firmware, the hole after the RAM under 2 GiB is unmapped
         assert await hmp(g, "xp /2xg 0x7ffffff8") == "000000007ffffff8: Cannot access memory\r\n"
+
+
+@pytest.mark.parametrize("policy", [0x0, 0x1, None], ids=["sev", "nodbg", "plain"])
+async def test_sevd_memory_map_agrees_with_both_views(control: Qmp, policy: int | None) -> None:
+    """`info x-sevd-memory` (sevd's own command) tells private, shared and untouched ranges
+    apart; each kind reads as it says: private ranges are stored as something else than
+    what the debug path shows (with NODBG clear), shared ranges read the same both ways,
+    untouched ranges are zeros to the hypervisor."""
+    async with launched(control, "milan", policy=policy) as guest, qmp(guest.socket) as g:
+        text = await hmp(g, "info x-sevd-memory")
+        ranges = []
+        for line in text.split("\r\n")[:-1]:
+            span, size, kind = line.split()
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            assert hi - lo == int(size, 16) and hi > lo, line
+            ranges.append((lo, hi, kind))
+        assert [r[:2] for r in ranges] == sorted(r[:2] for r in ranges)
+        kinds = {(lo, kind) for lo, _hi, kind in ranges}
+        written = "shared" if policy is None else "private"
+        assert {(0x9000, written), (HEARTBEAT, written), (0xFFFE0000, written)} <= kinds
+        if policy is not None:
+            assert (SHARED_WINDOW[0], "shared") in kinds
+        for lo, hi, kind in ranges:
+            n = min(64, hi - lo)
+            stored = await view(g, lo, n)
+            if kind == "untouched":
+                assert stored == bytes(n), hex(lo)
+                continue
+            shown = dump_bytes(await hmp(g, f"xp /{n}xb {lo:#x}"), 1)
+            if kind == "shared" or policy == 0x1:
+                assert shown == stored, hex(lo)
+            else:
+                assert shown != stored, hex(lo)
