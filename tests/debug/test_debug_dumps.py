@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from debug_support import (
+    BUILTIN,
     HEARTBEAT,
     QEMU,
     Qmp,
@@ -75,6 +76,22 @@ async def test_names_resolve_in_the_dump_directory(control: Qmp, dumps: Path) ->
         # A second dump to the same name replaces the file.
         await g.execute("pmemsave", {"val": HEARTBEAT, "size": 8, "filename": "q-p.bin"})
         assert (dumps / "q-p.bin").read_bytes() == b"SEVDHB01"
+
+
+async def test_qemus_own_example_before_paging(control: Qmp, dumps: Path) -> None:
+    """`memsave 0 16 "file"` (reference/qmp.md §8.5) on a paused guest whose firmware has
+    not built page tables yet: virtual is physical, plaintext of what the loader copied."""
+    async with launched(control, "milan", policy=0x0, boot=False) as guest, \
+            qmp(guest.socket) as g:
+        assert await hmp(g, "info mem") == "PG disabled\r\n"
+        assert await hmp(g, 'memsave 0 16 "m0.bin"') == ""
+        assert await hmp(g, 'pmemsave 0xfffffff0 16 "reset.bin"') == ""
+        assert (dumps / "m0.bin").read_bytes() == dump_bytes(await hmp(g, "xp /16xb 0"), 1)
+        reset = (dumps / "reset.bin").read_bytes()
+        assert reset == BUILTIN.read_bytes()[-16:]  # the image, as the loader copied it
+        assert reset == dump_bytes(await hmp(g, "x /16xb 0xfffffff0"), 1)
+        assert reset != await view(g, 0xFFFFFFF0, 16)  # the firmware is stored encrypted
+        assert await hmp(g, "gva2gpa 0xfffffff0") == "gpa: 0xfffffff0\r\n"
 
 
 async def test_names_outside_are_refused(control: Qmp, dumps: Path) -> None:
