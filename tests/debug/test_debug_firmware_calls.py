@@ -44,7 +44,9 @@ class Counted:
             "dh-cert": session.godh_b64, "session": session.session_b64}})
         self.guest("cont")
         self.guest("stop")
-        fw = self.app.slots["vm"].guest.sev.fw
+        sev = self.app.slots["vm"].guest.sev
+        assert sev is not None
+        fw = sev.fw
         self.calls: list[tuple[int, int]] = []
         real = fw.dbg_decrypt
 
