@@ -255,6 +255,9 @@ def parser() -> argparse.ArgumentParser:
     fe.set_defaults(run=firmware_export)
 
     from sevctl.owner_cli import add_owner_commands
+    from sevctl.platform_cli import add_platform_commands
+
+    add_platform_commands(sub)
 
     add_owner_commands(sub, chain_fetcher=fetch_chain)
 
