@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROFILES = ("naples", "rome", "milan", "genoa")
+PROFILES = ("naples", "rome", "milan", "genoa", "none")  # none: a host without SEV
 SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -156,7 +156,9 @@ KEYS: tuple[Key, ...] = (
         "empty = anyone who can open the socket file)"),
     Key("access", "allow_gids", list, [], _ids, doc="primary gids allowed besides root"),
     Key("log", "level", str, "info", _one_of(LOG_LEVELS)),
-    Key("platform", "profile", str, "milan", _one_of(PROFILES), "simulated EPYC generation"),
+    Key("platform", "profile", str, "milan", _one_of(PROFILES),
+        "simulated EPYC generation; none = a host without SEV (QEMU's SEV commands fail "
+        "as they do there)"),
     Key("platform", "seed", str, "", _seed, "hex seed for a reproducible platform"),
     Key("http", "listen", str, "", _http_listen, "read-only HTTP (metrics, health, API, "
         "events, status page): \"\" = off, \"unix:PATH\" (relative to runtime_dir) or "

@@ -130,6 +130,9 @@ class Daemon:
         from sevd.domain.psp import generate
 
         self.state.prepare()
+        if self.profile == "none":
+            log.info("profile none: a host without SEV")
+            return
         seed = bytes.fromhex(self.config["platform.seed"]) or None
         identity = self.state.load_identity(self.profile)
         if identity is None:
@@ -220,7 +223,7 @@ class Daemon:
             problems.append("stopping")
         if not self._started:
             problems.append("starting: guests and listeners not all up yet")
-        if self.app.platform is None:
+        if self.app.platform is None and self.profile != "none":
             problems.append("SEV platform not loaded")
         if self.control is None or self.control.server is None \
                 or not self.control.server.is_serving():

@@ -87,7 +87,7 @@ def start_daemon(base: Path, *extra: str, env: dict[str, str] | None = None,
         profile = extra[extra.index("--profile") + 1] if "--profile" in extra else "milan"
     state = base / "state"
     ident = state / f"platform-{profile}.identity"
-    if not ident.exists():
+    if profile != "none" and not ident.exists():
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
         ident.write_bytes(test_identity(profile))
         ident.chmod(0o600)

@@ -81,10 +81,16 @@ def platform(ctx: Ctx) -> SevPlatform:
 
 # -- guest-add: the sev-guest object ----------------------------------------------------------
 
+NO_SEV_DEVICE = "sev_common_kvm_init: Failed to open /dev/sev 'No such file or directory'"
+
+
 def sev_spec(ctx: Ctx, args: dict[str, Any]) -> SevSpec:
     """Build the sev-guest object from guest-add arguments, with sev_common_kvm_init()'s
     checks and texts."""
-    plat = platform(ctx)
+    plat = ctx.app.platform
+    if plat is None:
+        # A host without SEV (profile none): QEMU cannot open the SEV device.
+        raise DomainError(NO_SEV_DEVICE)
     prof = plat.profile
     where = "sev_common_kvm_init"
     cbitpos = args.get("cbitpos", 0)  # QEMU's default, which the check then refuses
