@@ -131,6 +131,12 @@ async def test_walks_clear_the_cbit(request: pytest.FixtureRequest, profile: str
             assert gpa_of(addr) == addr
         for addr in (0, 0xFFF, MEMORY, 1 << 39, 0xFFFFFFFF80000000):
             assert await hmp(g, f"gva2gpa {addr:#x}") == "Unmapped\r\n"
+        # x across the end of the identity map: the readable line, then QEMU's error
+        last = dump_bytes(await hmp(g, f"xp /2xg {MEMORY - 16:#x}"), 8)
+        assert await hmp(g, f"x /4xg {MEMORY - 16:#x}") == (
+            f"{MEMORY - 16:016x}: 0x{int.from_bytes(last[:8], 'little'):016x} "
+            f"0x{int.from_bytes(last[8:], 'little'):016x}\r\n"
+            f"{MEMORY:016x}: Cannot access memory\r\n")
         assert await hmp(g, "info mem") == (
             f"0000000000001000-{MEMORY:016x} {MEMORY - 0x1000:016x} -rw\r\n")
 

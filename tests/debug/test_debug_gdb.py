@@ -86,13 +86,21 @@ async def test_gdb_reads_and_writes_a_debuggable_guest_over_unix(control: Qmp) -
         assert await view(g, SHARED_WINDOW[0] + 0x100, 4) == struct.pack("<I", 0x600DCAFE)
 
 
-async def test_gdb_over_loopback_tcp(control: Qmp) -> None:
+async def test_gdb_over_loopback_tcp(control: Qmp, dumps: Path) -> None:
     async with launched(control, "milan", policy=0x0) as guest, qmp(guest.socket) as g:
         port = free_port()
         assert await hmp(g, f"gdbserver tcp::{port}") == (
             f"Waiting for gdb connection on device 'tcp::{port}'\r\n")
+        big = short_tmpdir() / "big.bin"
         out = await run_gdb(f"127.0.0.1:{port}", f"x/2gx {HEARTBEAT:#x}", "p/x $pc",
-                            f"x/s {guest.secret_gpa + 0x28:#x}", "detach")
+                            f"x/s {guest.secret_gpa + 0x28:#x}",
+                            f"dump binary memory {big} {HEARTBEAT:#x} {HEARTBEAT + 0x80000:#x}",
+                            f"x/2gx {(256 << 20) - 8:#x}", "detach")
+        # 512 KiB through many m packets: the same bytes as a physical dump
+        await g.execute("pmemsave", {"val": HEARTBEAT, "size": 0x80000, "filename": "gb.bin"})
+        assert big.read_bytes() == (dumps / "gb.bin").read_bytes()
+        # the last mapped giant, then the end of the identity map
+        assert "Cannot access memory at address 0x10000000" in out, out
         assert f"{HEARTBEAT:#x}:\t0x3130424844564553" in out, out
         assert "= 0x101000" in out, out
         secret_at = guest.secret_table.index(SECRET)
