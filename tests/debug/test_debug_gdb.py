@@ -5,8 +5,9 @@ Proves, for guests launched through the owner's flow and booted: gdb connects wi
 the guest workload wrote and the owner's injected secret in plaintext (NODBG clear),
 writes a value into private memory that then reads back through `xp` over QMP while the
 hypervisor view stays ciphertext, writes into the shared window in plaintext, and shows the
-vCPU's long-mode registers. With NODBG, and with `security-policy: {"debug": false}`,
-gdb's memory reads and writes fail with `Cannot access memory` (registers still read).
+vCPU's long-mode registers; gdb's `monitor` runs HMP's `xp` in the guest. With NODBG,
+and with `security-policy: {"debug": false}`, gdb's memory reads and writes fail with
+`Cannot access memory` (registers still read).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ async def test_gdb_reads_and_writes_a_debuggable_guest_over_unix(control: Qmp) -
             f"set {{long}}{HEARTBEAT + 24:#x} = {value:#x}",
             f"set {{int}}{SHARED_WINDOW[0] + 0x100:#x} = 0x600dcafe",
             "info registers rip rsp cr0 cr3 efer",
+            f"monitor xp /1xg {HEARTBEAT:#x}",
             "detach")
         assert f"{HEARTBEAT:#x}:\t0x3130424844564553\t{beats:#018x}" in out, out
         assert f"{HEARTBEAT + 16:#x}:\t0x0000000000000001" in out, out
@@ -75,6 +77,8 @@ async def test_gdb_reads_and_writes_a_debuggable_guest_over_unix(control: Qmp) -
         for line in ("rip            0x101000", "rsp            0x80000",
                      "cr3            0x8000000009000", "[ SCE LME LMA NXE ]"):
             assert line in out, (line, out)
+        # gdb's `monitor` runs HMP in the guest's monitor: the same plaintext
+        assert f"\n{HEARTBEAT:016x}: 0x3130424844564553\r\n" in out, out
         assert "[Inferior 1 (process 1) detached]" in out, out
 
         # The write went through DBG_ENCRYPT: plaintext to the monitor, ciphertext stored.
