@@ -32,6 +32,7 @@ from debug_support import (
     BUILTIN,
     HEARTBEAT,
     QEMU,
+    SHARED_WINDOW,
     Qmp,
     debug_daemon,
     dump_bytes,
@@ -192,6 +193,24 @@ async def test_a_bad_file_is_reported_before_a_bad_address(control: Qmp, dumps: 
                                              "size": 2 << 20, "filename": "late.bin"}) == (
             f"Invalid addr 0x{(256 << 20) - (1 << 20):016x}/size {2 << 20} specified")
         assert not (dumps / "late.bin").exists()
+
+
+async def test_a_firmware_failure_mid_dump_leaves_no_file(control: Qmp, dumps: Path) -> None:
+    """DBG_DECRYPT failing (an injected HWERROR_PLATFORM) in the middle of a pmemsave: the
+    shared window (2 MiB, no firmware call) is written, then the private MiB after it
+    fails. QEMU's address_space_read has no such failure; sevd reports it and removes the
+    partial file."""
+    async with launched(control, "milan", policy=0x0) as guest, qmp(guest.socket) as g:
+        await control.execute("sev-fault-inject", {"command": "dbg-decrypt", "status": 19,
+                                                   "guest": guest.name})
+        args = {"val": SHARED_WINDOW[0], "size": 4 << 20, "filename": "f.bin"}
+        assert await error_of(g, "pmemsave", args) == (
+            f"Debug read of guest '{guest.name}' memory at {SHARED_WINDOW[1]:#x} failed in "
+            "the firmware")
+        assert not (dumps / "f.bin").exists()
+        assert await control.execute("query-sev-faults") == []
+        await g.execute("pmemsave", args)
+        assert (dumps / "f.bin").read_bytes()[:8] == b"SEVDHB01"
 
 
 async def test_cpu_index(control: Qmp, dumps: Path) -> None:
