@@ -264,9 +264,21 @@ def x_sevd_query_memory(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     gpa, size = args["gpa"], args["size"]
     if not 0 <= size <= MAX_MEMORY_READ:
         raise DomainError(f"Invalid size {size}: it must be 0 to {MAX_MEMORY_READ} bytes")
-    if gpa < 0 or (size and g.machine.mapped(gpa, size) is None):
+    if gpa < 0 or (size and not _covered(g.machine, gpa, size)):
         raise DomainError(f"Range 0x{gpa & ((1 << 64) - 1):x}+{size} is outside guest memory")
     return {"data": base64.b64encode(g.machine.store.read(gpa, size)).decode()}
+
+
+def _covered(machine: Any, gpa: int, size: int) -> bool:
+    """Whether RAM/ROM regions cover all of [gpa, gpa+size), adjacent ones included (the
+    firmware ends at 4 GiB where high RAM begins)."""
+    addr, end = gpa, gpa + size
+    while addr < end:
+        region = machine.region_at(addr)
+        if region is None:
+            return False
+        addr = region.end
+    return True
 
 
 # -- host scope: the platform -----------------------------------------------------------------

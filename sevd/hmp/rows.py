@@ -31,6 +31,7 @@ from sevd.hmp.qemu_rows import command, info_command
 from sevd.hmp.table import HmpCommand, HmpMonitor
 
 PS = 0x80
+MAX_DUMP_BYTES = 1 << 20  # x/xp: 1 MiB of memory is ~6 MiB of text
 
 
 def _guest(ctx: Any) -> Any:
@@ -118,6 +119,10 @@ def info_sevd_memory(ctx: Any, args: dict[str, Any]) -> str:
 
 def _x(physical: bool) -> Any:
     def handler(ctx: Any, args: dict[str, Any]) -> str:
+        # QEMU has no cap; one line could make the shared daemon build gigabytes of text.
+        if args["count"] * max(args["size"], 1) > MAX_DUMP_BYTES:
+            return (f"{'xp' if physical else 'x'}: at most {MAX_DUMP_BYTES} bytes per dump "
+                    "(sevd's limit); use pmemsave/memsave for more\n")
         dbg = _debug(ctx)
         if physical:
             read = dbg.read_phys
