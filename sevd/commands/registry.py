@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sevd.commands.argcheck import Check, compile_check
 from sevd.domain.errors import DomainError
 from sevd.protocol.errors import COMMAND_NOT_FOUND, QmpError
 from sevd.protocol.jsonwrite import encode_value
@@ -73,6 +74,9 @@ def handlers() -> dict[tuple[str, str], Handler]:
     return _HANDLERS
 
 
+_PLAIN = frozenset({dict, list, str, int, bool, float, type(None)})
+
+
 class Dispatcher:
     """The commands of one scope instance (the control socket, or one guest's socket)."""
 
@@ -81,6 +85,7 @@ class Dispatcher:
         self.scope = scope
         self.guest = guest
         self.table: dict[str, tuple[CommandSchema, Handler]] = app.tables[scope]
+        self._checks: dict[str, Check | None] = {}  # fast argument checks, compiled lazily
 
     def dispatch(self, session: QmpSession | None, name: str, args: dict[str, Any] | None,
                  oob: bool) -> str | Awaitable[str]:
@@ -93,13 +98,23 @@ class Dispatcher:
         if args is None:
             args = {}
         # Fast path: a command without arguments called without arguments needs no check.
-        if (args or cmd.takes_arguments) and not cmd.validator.is_valid(args):
-            raise QmpError(self.app.schema.explain(cmd, args))
+        # Otherwise the compiled check vouches for what it can (sevd.commands.argcheck) and
+        # the jsonschema validator decides the rest.
+        if args or cmd.takes_arguments:
+            try:
+                check = self._checks[name]
+            except KeyError:
+                check = self._checks[name] = compile_check(
+                    self.app.schema.registry, f"{cmd.base}#/x-commands/{name}/arguments")
+            if (check is None or not check(args)) and not cmd.validator.is_valid(args):
+                raise QmpError(self._explain(cmd, args))
         stats = self.app.stats
         stats.commands[name] = stats.commands.get(name, 0) + 1
         try:
             result = handler(Ctx(session, self.app, self.guest), args)
-            if inspect.isawaitable(result):
+            # Handlers return plain values but for a few coroutines; a type test first spares
+            # the ABC check of inspect.isawaitable() on every reply.
+            if type(result) not in _PLAIN and inspect.isawaitable(result):
                 return self._finish(cmd, result)
             return self._encode(cmd, result)
         except QmpError:
@@ -112,6 +127,17 @@ class Dispatcher:
             stats.count_error(name)
             log.exception("command %s failed", name)
             raise QmpError(f"Internal error in {name}: {type(e).__name__}") from None
+
+    def _explain(self, cmd: CommandSchema, args: dict[str, Any]) -> str:
+        # Computing QEMU's text is code too: if it fails, the client still gets an error
+        # reply and the session goes on (an exception escaping a session's data_received
+        # makes asyncio drop the connection).
+        try:
+            return self.app.schema.explain(cmd, args)
+        except Exception as e:
+            self.app.stats.count_error(cmd.name)
+            log.exception("explaining the arguments of %s failed", cmd.name)
+            return f"Internal error in {cmd.name}: {type(e).__name__} (checking its arguments)"
 
     async def _finish(self, cmd: CommandSchema, result: Awaitable[Any]) -> str:
         try:

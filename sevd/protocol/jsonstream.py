@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -204,8 +205,43 @@ def _integer(text: str) -> int | JFloat:
     return JFloat(text)
 
 
-_FAST: Final = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_float=JFloat,
-                                parse_int=_integer, parse_constant=_reject_constant)
+# The fast path's C scanners (scan_once: raw_decode without its Python wrapper). The plain
+# one has no Python callback per object or integer: the C code builds dicts and ints itself.
+# Only a literal of 19 or more digits can fall outside int64/uint64 (and must become a
+# double), so a feed with such a digit run uses the one with `_integer`; and since a plain
+# dict keeps the last of duplicate keys silently, `_try_fast` proves there were none or asks
+# the checking scanner, which refuses them.
+Scanner = Callable[[str, int], tuple[Any, int]]
+
+
+def _scanner(**hooks: Any) -> Scanner:
+    scan: Scanner = json.JSONDecoder(parse_float=JFloat, parse_constant=_reject_constant,
+                                     **hooks).scan_once  # type: ignore[attr-defined]
+    return scan
+
+
+_FAST: Final = _scanner()
+_FAST_LONG: Final = _scanner(parse_int=_integer)
+_FAST_CHECKED: Final = _scanner(parse_int=_integer, object_pairs_hook=_pairs_hook)
+_LONG_DIGITS: Final = re.compile(r"[0-9]{19}")
+
+
+def _members(value: Any) -> int:
+    """Members of every object in `value` (a parsed message)."""
+    n = 0
+    t = type(value)
+    if t is dict:
+        n = len(value)
+        items = value.values()
+    elif t is list:
+        items = value
+    else:
+        return 0
+    for v in items:
+        t = type(v)
+        if t is dict or t is list:
+            n += _members(v)
+    return n
 
 
 class JsonStreamParser:
@@ -238,13 +274,16 @@ class JsonStreamParser:
         # The fast path reads a str; decode the ASCII prefix once per feed, not per message.
         ascii_end = n if data.isascii() else _first_non_ascii(data)
         text = data[:ascii_end].decode("ascii")
+        scan = _FAST_LONG if _LONG_DIGITS.search(text) else _FAST
         while pos < n:
-            if self.idle:
-                pos = _WS.match(data, pos).end()  # type: ignore[union-attr]
-                if pos >= n:
-                    break
+            # `idle`, inlined: this loop runs once per message.
+            if self._state == S_START and not self._tokens and not self._token:
+                if data[pos] != 0x7B:
+                    pos = _WS.match(data, pos).end()  # type: ignore[union-attr]
+                    if pos >= n:
+                        break
                 if data[pos] == 0x7B and pos < ascii_end:  # '{'
-                    done = self._try_fast(text, pos)
+                    done = self._try_fast(scan, text, pos)
                     if done:
                         pos = done
                         continue
@@ -252,12 +291,22 @@ class JsonStreamParser:
         self._out = []
         return out
 
-    def _try_fast(self, text: str, pos: int) -> int:
+    def _try_fast(self, scan: Scanner, text: str, pos: int) -> int:
         """Parse one standard-JSON object at `pos` with the C decoder; 0 if not vouched for."""
         try:
-            value, end = _FAST.raw_decode(text, pos)
-        except (ValueError, _DupKey, RecursionError):
+            value, end = scan(text, pos)
+        except (StopIteration, ValueError, RecursionError):
             return 0
+        # Duplicate keys: every member written in the text has a ':' of its own, so with
+        # C colons in the text, P members written and E members parsed, E <= P <= C. When
+        # C == E there was no duplicate (len(value) is E when nothing nests). Otherwise a
+        # colon sits inside a string or a key repeats: the checking scanner tells which.
+        colons = text.count(":", pos, end)
+        if colons != len(value) and colons != _members(value):
+            try:
+                value, end = _FAST_CHECKED(text, pos)
+            except (StopIteration, ValueError, _DupKey, RecursionError):
+                return 0
         # Accept only what QEMU would accept identically: within the size, token and
         # nesting limits (characters bound the tokens, counts of openers bound the depth)
         # and free of the escapes QEMU treats specially.
@@ -265,10 +314,9 @@ class JsonStreamParser:
         # so a message of exactly max_token_size bytes is refused too.
         if end - pos >= self.max_token_size or end - pos > self.max_token_count:
             return 0
-        body = text[pos:end]
-        if body.count("[") + body.count("{") > self.max_nesting:
+        if text.count("[", pos, end) + text.count("{", pos, end) > self.max_nesting:
             return 0
-        if "\\u" in body and _SUSPECT_ESCAPE.search(body):
+        if text.find("\\u", pos, end) >= 0 and _SUSPECT_ESCAPE.search(text, pos, end):
             return 0
         self._out.append(value)
         return end
