@@ -235,6 +235,12 @@ class QmpSession(asyncio.Protocol):
         except QmpError as e:
             self.write(jsonwrite.reply_error(e.cls, e.desc, id_json))
             return None
+        except Exception:
+            # A bug, whatever the input: asyncio would drop the connection if it escaped
+            # data_received. The client gets an error reply, the session goes on (DESIGN §7).
+            log.exception("handling a message failed")
+            self.write(jsonwrite.reply_error(GENERIC, "internal error", id_json))
+            return None
         if type(result) is str:
             self.write(jsonwrite.reply_ok(result, id_json))
             return None
