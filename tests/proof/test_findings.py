@@ -1,0 +1,130 @@
+"""What the fuzz test found, one deterministic case each, pinned as strict xfails.
+
+Each test states the behaviour DESIGN §7 asks for (an input problem gets an error reply
+naming the problem; never an internal error, never a file touched outside the daemon's
+folders) and is marked `xfail(strict=True)` with the module and the cause, as the suite
+does for known bugs: when the owner fixes one, its test passes, strict turns that into a
+failure, and the marker (and the matching pattern in test_fuzz.KNOWN) is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from proof_support import Sevd, internal_failure, qmp_line, spawn
+
+GUEST = "fg"
+
+
+@pytest.fixture(scope="module")
+def sevd() -> Iterator[Sevd]:
+    d = spawn("--log-level", "warning")
+    try:
+        asyncio.run(_calls(d.control, {"execute": "guest-add", "arguments": {
+            "name": GUEST, "start": True,
+            "sev-guest": {"policy": 1, "cbitpos": 51, "reduced-phys-bits": 1}}}))
+        yield d
+    finally:
+        d.stop()
+        d.cleanup()
+
+
+async def _calls(path: str, *commands: dict[str, Any]) -> list[dict[str, Any]]:
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        qmp_line(await reader.readline())
+        writer.write(b'{"execute":"qmp_capabilities"}')
+        assert qmp_line(await reader.readline()) == {"return": {}}
+        replies = []
+        for c in commands:
+            writer.write(json.dumps(c).encode())
+            while True:
+                msg = qmp_line(await asyncio.wait_for(reader.readline(), 10))
+                if "event" not in msg:
+                    replies.append(msg)
+                    break
+        return replies
+    finally:
+        writer.close()
+
+
+def call(path: str, *commands: dict[str, Any]) -> list[dict[str, Any]]:
+    return asyncio.run(_calls(path, *commands))
+
+
+def assert_input_error(msg: dict[str, Any]) -> None:
+    assert "error" in msg, msg
+    assert internal_failure(msg) is None, msg
+
+
+@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/schema.py: _GHashTable.keys() "
+                   "drops the empty key ('if h >= 2 and k'), so ghash_first_left() raises "
+                   "IndexError for an unexpected member named ''")
+def test_unexpected_empty_member_name(sevd: Sevd) -> None:
+    (reply,) = call(sevd.guest_socket(GUEST),
+                    {"execute": "query-status", "arguments": {"": 1}})
+    assert reply == {"error": {"class": "GenericError",
+                               "desc": "Parameter '' is unexpected"}}
+
+
+@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/sev.py sev_pek_cert_import: "
+                   "base64.b64decode() of a non-ASCII str raises ValueError, which is not "
+                   "turned into an error text")
+def test_pek_cert_import_non_ascii(sevd: Sevd) -> None:
+    (reply,) = call(sevd.control, {"execute": "sev-pek-cert-import",
+                                   "arguments": {"pek-cert": "\u00e9", "oca-cert": "AAAA"}})
+    assert_input_error(reply)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/sev.py x_sevd_query_memory: a "
+                   "size-0 read skips the range check, then the page store raises "
+                   "MemoryRangeError for an address outside guest memory")
+def test_query_memory_empty_range_outside(sevd: Sevd) -> None:
+    (reply,) = call(sevd.guest_socket(GUEST), {"execute": "x-sevd-query-memory",
+                                               "arguments": {"gpa": 1 << 62, "size": 0}})
+    assert internal_failure(reply) is None, reply
+
+
+@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/app.py remove_guest / "
+                   "sevd/state.py delete_guest: guest-remove's name is not checked "
+                   "(domain.guest.check_name) before it becomes a file name: a name over "
+                   "255 bytes gives OSError, one with NUL ValueError (internal errors)")
+def test_guest_remove_checks_the_name(sevd: Sevd) -> None:
+    replies = call(sevd.control,
+                   {"execute": "guest-remove", "arguments": {"name": "x" * 300}},
+                   {"execute": "guest-remove", "arguments": {"name": "a\u0000b"}})
+    for reply in replies:
+        assert_input_error(reply)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/app.py remove_guest / "
+                   "sevd/state.py delete_guest: guest-remove's name is not checked, so "
+                   "'../' in it deletes a *.json file outside <state dir>/guests (any the "
+                   "daemon can write)")
+def test_guest_remove_cannot_delete_outside_the_state_dir(sevd: Sevd) -> None:
+    victim = sevd.base / "victim.json"
+    victim.write_text("{}")
+    try:
+        (reply,) = call(sevd.control, {"execute": "guest-remove",
+                                       "arguments": {"name": "../../victim"}})
+        assert victim.exists(), "guest-remove deleted a file outside the state directory"
+        assert_input_error(reply)
+    finally:
+        victim.unlink(missing_ok=True)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/sev.py query_sev_platform: a "
+                   "failing PLATFORM_STATUS (SevError, e.g. under sev-fault-inject) is not "
+                   "turned into an error text as the other SEV commands do")
+def test_query_sev_platform_firmware_failure(sevd: Sevd) -> None:
+    replies = call(sevd.control,
+                   {"execute": "sev-fault-inject",
+                    "arguments": {"command": "platform-status", "status": 19}},
+                   {"execute": "query-sev-platform"},
+                   {"execute": "sev-fault-clear"})
+    assert replies[0] == {"return": {}}, replies
+    assert_input_error(replies[1])
