@@ -71,12 +71,20 @@ class Sevd:
     def log(self) -> str:
         return (self.base / "sevd.stderr").read_text(errors="replace")
 
-    def rss_kib(self) -> int:
-        """VmRSS of the daemon, as /proc/<pid>/status reports it."""
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        """VmRSS (or another field, e.g. VmHWM, the peak) from /proc/<pid>/status, in KiB."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-        raise AssertionError("no VmRSS line")
+        raise AssertionError(f"no {field} line")
+
+    def reset_peak(self) -> bool:
+        """Reset VmHWM to the current VmRSS (Linux 4.0+, needs the right to write there)."""
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the daemon has used."""
@@ -264,3 +272,60 @@ def internal_failure(msg: dict[str, Any]) -> str | None:
     if desc.lower().startswith("internal error") or " does not match its schema" in desc:
         return desc
     return None
+
+
+# -- a probe client in a process of its own ----------------------------------------------------
+
+def probe_main(path: str, interval: float) -> None:
+    """Round trips of `query-status` on `path` every `interval` s, one latency (s) per line
+    on stdout, until stdin closes. A process of its own, so that what it measures is the
+    daemon's responsiveness, not the load generator's event loop."""
+    import select
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    buf = b""
+
+    def reply() -> bytes:
+        nonlocal buf
+        while True:
+            while b"\n" not in buf:
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    raise SystemExit("probe: connection closed")
+                buf += chunk
+            line, _, buf = buf.partition(b"\n")
+            if b'"event"' not in line:
+                return line
+
+    reply()  # the greeting
+    sock.sendall(b'{"execute":"qmp_capabilities"}')
+    reply()
+    i = 0
+    while not select.select([sys.stdin], [], [], interval)[0]:
+        t0 = time.monotonic()
+        sock.sendall(b'{"execute":"query-status","id":%d}' % i)
+        line = reply()
+        if b'"return"' not in line:
+            raise SystemExit(f"probe: bad reply {line!r}")
+        print(time.monotonic() - t0, flush=True)
+        i += 1
+
+
+class Probe:
+    """`probe_main` as a subprocess."""
+
+    def __init__(self, path: str, interval: float = 0.02) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "probe", path, str(interval)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def finish(self) -> list[float]:
+        """Stop probing; the round trips measured, in seconds."""
+        out, _ = self.proc.communicate(b"", timeout=30)
+        assert self.proc.returncode == 0, f"probe failed ({self.proc.returncode})"
+        return [float(x) for x in out.split()]
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["probe"]:
+    probe_main(sys.argv[2], float(sys.argv[3]))
