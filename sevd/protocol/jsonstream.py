@@ -314,7 +314,8 @@ class JsonStreamParser:
         # so a message of exactly max_token_size bytes is refused too.
         if end - pos >= self.max_token_size or end - pos > self.max_token_count:
             return 0
-        if text.count("[", pos, end) + text.count("{", pos, end) > self.max_nesting:
+        if end - pos > self.max_nesting and \
+                text.count("[", pos, end) + text.count("{", pos, end) > self.max_nesting:
             return 0
         if text.find("\\u", pos, end) >= 0 and _SUSPECT_ESCAPE.search(text, pos, end):
             return 0
