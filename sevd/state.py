@@ -78,8 +78,11 @@ class StateDir:
 
     def delete_guest(self, name: str) -> bool:
         """Delete a definition; False when there was none."""
+        path = self.guests / f"{name}.json"
+        if path.parent != self.guests:  # defence in depth: callers check names first
+            raise ValueError(f"not a guest name: {name!r}")
         try:
-            (self.guests / f"{name}.json").unlink()
+            path.unlink()
         except FileNotFoundError:
             return False
         # guest-remove replies after this: the definition must not come back after a crash.

@@ -46,6 +46,8 @@ async def guest_add(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 
 @command("guest-remove", HOST)
 async def guest_remove(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
+    # The name may become a file name (a persistent definition): check it first.
+    check_name(args["name"])
     await ctx.app.remove_guest(args["name"], forget=True)
     return {}
 

@@ -370,7 +370,8 @@ class _GHashTable:
         self.noccupied = self.nnodes
 
     def keys(self) -> list[str]:
-        return [k for h, k in zip(self.hashes, self.keys_, strict=True) if h >= 2 and k]
+        return [k for h, k in zip(self.hashes, self.keys_, strict=True)
+                if h >= 2 and k is not None]
 
 
 def ghash_first_left(qdict_keys: list[str], unexpected: list[str]) -> str:

@@ -264,6 +264,8 @@ def x_sevd_query_memory(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     gpa, size = args["gpa"], args["size"]
     if not 0 <= size <= MAX_MEMORY_READ:
         raise DomainError(f"Invalid size {size}: it must be 0 to {MAX_MEMORY_READ} bytes")
+    if size == 0:
+        return {"data": ""}
     if gpa < 0 or (size and not _covered(g.machine, gpa, size)):
         raise DomainError(f"Range 0x{gpa & ((1 << 64) - 1):x}+{size} is outside guest memory")
     return {"data": base64.b64encode(g.machine.store.read(gpa, size)).decode()}
@@ -290,7 +292,10 @@ _STATE = {PlatformState.UNINIT: "uninit", PlatformState.INIT: "init",
 @command("query-sev-platform", HOST)
 def query_sev_platform(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     plat = platform(ctx)
-    st = plat.fw.platform_status()
+    try:
+        st = plat.fw.platform_status()
+    except SevError as e:
+        raise DomainError(f"PLATFORM_STATUS failed: {fw_error(e)}") from None
     prof = plat.profile
     c = prof.cpuid
     es, sev = prof.es_asids, prof.sev_asids
@@ -386,7 +391,7 @@ def sev_pek_cert_import(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
     try:
         pek = base64.b64decode(args["pek-cert"], validate=True)
         oca = base64.b64decode(args["oca-cert"], validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
         raise DomainError("pek-cert and oca-cert must be base64") from None
     return _platform_op(ctx, "PEK_CERT_IMPORT", platform(ctx).fw.pek_cert_import, pek, oca)
 

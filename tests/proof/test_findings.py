@@ -1,10 +1,9 @@
-"""What the fuzz test found, one deterministic case each, pinned as strict xfails.
+"""What the fuzz test found, one deterministic case each, kept as regression tests.
 
 Each test states the behaviour DESIGN §7 asks for (an input problem gets an error reply
 naming the problem; never an internal error, never a file touched outside the daemon's
-folders) and is marked `xfail(strict=True)` with the module and the cause, as the suite
-does for known bugs: when the owner fixes one, its test passes, strict turns that into a
-failure, and the marker (and the matching pattern in test_fuzz.KNOWN) is removed.
+folders). A new finding is first pinned here as `xfail(strict=True)` naming the module and
+the cause (with its pattern in test_fuzz.KNOWN); the fix removes both.
 """
 
 from __future__ import annotations
@@ -61,9 +60,6 @@ def assert_input_error(msg: dict[str, Any]) -> None:
     assert internal_failure(msg) is None, msg
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/schema.py: _GHashTable.keys() "
-                   "drops the empty key ('if h >= 2 and k'), so ghash_first_left() raises "
-                   "IndexError for an unexpected member named ''")
 def test_unexpected_empty_member_name(sevd: Sevd) -> None:
     (reply,) = call(sevd.guest_socket(GUEST),
                     {"execute": "query-status", "arguments": {"": 1}})
@@ -71,28 +67,18 @@ def test_unexpected_empty_member_name(sevd: Sevd) -> None:
                                "desc": "Parameter '' is unexpected"}}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/sev.py sev_pek_cert_import: "
-                   "base64.b64decode() of a non-ASCII str raises ValueError, which is not "
-                   "turned into an error text")
 def test_pek_cert_import_non_ascii(sevd: Sevd) -> None:
     (reply,) = call(sevd.control, {"execute": "sev-pek-cert-import",
                                    "arguments": {"pek-cert": "\u00e9", "oca-cert": "AAAA"}})
     assert_input_error(reply)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/sev.py x_sevd_query_memory: a "
-                   "size-0 read skips the range check, then the page store raises "
-                   "MemoryRangeError for an address outside guest memory")
 def test_query_memory_empty_range_outside(sevd: Sevd) -> None:
     (reply,) = call(sevd.guest_socket(GUEST), {"execute": "x-sevd-query-memory",
                                                "arguments": {"gpa": 1 << 62, "size": 0}})
     assert internal_failure(reply) is None, reply
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/app.py remove_guest / "
-                   "sevd/state.py delete_guest: guest-remove's name is not checked "
-                   "(domain.guest.check_name) before it becomes a file name: a name over "
-                   "255 bytes gives OSError, one with NUL ValueError (internal errors)")
 def test_guest_remove_checks_the_name(sevd: Sevd) -> None:
     replies = call(sevd.control,
                    {"execute": "guest-remove", "arguments": {"name": "x" * 300}},
@@ -101,10 +87,6 @@ def test_guest_remove_checks_the_name(sevd: Sevd) -> None:
         assert_input_error(reply)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/app.py remove_guest / "
-                   "sevd/state.py delete_guest: guest-remove's name is not checked, so "
-                   "'../' in it deletes a *.json file outside <state dir>/guests (any the "
-                   "daemon can write)")
 def test_guest_remove_cannot_delete_outside_the_state_dir(sevd: Sevd) -> None:
     victim = sevd.base / "victim.json"
     victim.write_text("{}")
@@ -117,9 +99,6 @@ def test_guest_remove_cannot_delete_outside_the_state_dir(sevd: Sevd) -> None:
         victim.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sevd/commands/sev.py query_sev_platform: a "
-                   "failing PLATFORM_STATUS (SevError, e.g. under sev-fault-inject) is not "
-                   "turned into an error text as the other SEV commands do")
 def test_query_sev_platform_firmware_failure(sevd: Sevd) -> None:
     replies = call(sevd.control,
                    {"execute": "sev-fault-inject",

@@ -51,31 +51,11 @@ def marker(stream: str, k: int) -> bytes:
     return b'{"execute":"query-version","id":"#mk:%s:%d"}' % (stream.encode(), k)
 
 
-# Findings reported to their owners, each pinned by a strict xfail in test_findings.py
-# (which turns red when the bug is fixed: then delete its patterns here). Patterns match the
-# reply a client gets and the traceback signature in the daemon's log.
-KNOWN: dict[str, str] = {
-    r"Internal error in sev-pek-cert-import: ValueError":
-        "test_findings.py::test_pek_cert_import_non_ascii",
-    r"command sev-pek-cert-import failed / ValueError: string argument should contain only "
-    r"ASCII characters": "test_findings.py::test_pek_cert_import_non_ascii",
-    r"Internal error in [a-z_-]+: IndexError \(checking its arguments\)":
-        "test_findings.py::test_unexpected_empty_member_name",
-    r"explaining the arguments of [a-z_-]+ failed / IndexError: list index out of range":
-        "test_findings.py::test_unexpected_empty_member_name",
-    r"Internal error in x-sevd-query-memory: MemoryRangeError":
-        "test_findings.py::test_query_memory_empty_range_outside",
-    r"command x-sevd-query-memory failed / sevd\.domain\.psp\.memory\.MemoryRangeError: ":
-        "test_findings.py::test_query_memory_empty_range_outside",
-    r"Internal error in guest-remove: (OSError|ValueError)":
-        "test_findings.py::test_guest_remove_checks_the_name",
-    r"command guest-remove failed / (OSError: \[Errno 36\] File name too long|ValueError: "
-    r"embedded null byte)": "test_findings.py::test_guest_remove_checks_the_name",
-    r"Internal error in query-sev-platform: SevError":
-        "test_findings.py::test_query_sev_platform_firmware_failure",
-    r"command query-sev-platform failed / sevd\.domain\.psp\.status\.SevError: ":
-        "test_findings.py::test_query_sev_platform_firmware_failure",
-}
+# Findings reported to their owners and not yet fixed, each pinned by a strict xfail in
+# test_findings.py (which turns red when the bug is fixed: then delete its patterns here).
+# Patterns match the reply a client gets and the traceback signature in the daemon's log.
+# Every finding so far is fixed; test_findings.py keeps them as regression tests.
+KNOWN: dict[str, str] = {}
 
 
 def known(finding: str) -> bool:
