@@ -96,6 +96,12 @@ class Server:
     def socket_for(self, i: int) -> str:
         return self.sockets[i % len(self.sockets)]
 
+    def pin(self, cpus: set[int]) -> None:
+        """Run every thread of the server on `cpus` (QEMU has several)."""
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), cpus)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -120,14 +126,16 @@ def sevd_command(base: Path, *extra: str) -> list[str]:
             "--state-dir", str(base / "state"), "--log-level", "warning", *extra]
 
 
-def start_sevd(guest: str = "b0", *extra: str) -> Server:
-    """sevd with one paused SEV guest (QEMU's ``-S``); its guest socket is what is measured."""
+def start_sevd(guest: str = "b0", *extra: str, root: Path = ROOT,
+               name: str = "sevd") -> Server:
+    """sevd with one paused SEV guest (QEMU's ``-S``); its guest socket is what is measured.
+    `root` is the source tree to run it from (another checkout, for a before/after)."""
     base = Path(tempfile.mkdtemp(prefix="svq", dir="/tmp"))
     seed_state(base / "state")
     log = open(base / "sevd.log", "wb")  # noqa: SIM115 - owned by the process
     proc = subprocess.Popen(sevd_command(base, *extra), stdout=log, stderr=log, cwd=base,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    server = Server("sevd", proc, base)
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    server = Server(name, proc, base)
     control = str(base / "run" / "sevd.sock")
     wait_for_path(control, proc, "sevd")
     c = Client.connect(control)

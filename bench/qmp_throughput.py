@@ -12,7 +12,8 @@ non-blocking sockets, replies counted as lines), three servers are measured:
 Measurements, each repeated ``--rounds`` times with the servers interleaved (so that the
 noise of a shared machine hits all three alike) and reported as the median round:
 
-a. sequential ``query-status`` round trips/s, with median and p99 latency;
+a. sequential ``query-status`` round trips/s, with median and p99 latency (measured in
+   slices alternating between the servers, so that the machine's drift hits all alike);
 b. a pipelined burst of 20,000 ``query-status`` in one stream (commands/s, first byte sent
    to last reply read);
 c. 16 concurrent clients in closed loop (total commands/s; one socket per client on QEMU,
@@ -28,6 +29,10 @@ the ceiling depends on how cheap the client is, that difference does not.
 Run from the repository root (about two minutes on two cores)::
 
     /work/venv/bin/python bench/qmp_throughput.py [--rounds 5] [--client lean|streams]
+        [--before TREE]
+
+``--before TREE`` adds a fourth server, sevd run from another source tree, measured in the
+same interleaved rounds: a before/after of an optimisation without the noise between runs.
 """
 
 from __future__ import annotations
@@ -44,12 +49,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # bench/ is not a package: common.py is found beside this script.
 from common import (
+    NEGOTIATE,
     ROOT,
     Client,
     Result,
@@ -81,91 +88,133 @@ class Round:
     hmp: Result
 
 
-# -- the measurements, for the lean client ------------------------------------------------------
+# -- the two clients ---------------------------------------------------------------------------
 
-def measure_lean(server: Server, args: argparse.Namespace) -> Round:
-    """One round of (a)-(d) against `server` with the selectors-driven client."""
-    c = Client.connect(server.socket_for(0))
-    run([c], [[QUERY_STATUS % i for i in range(200)]], 1)  # warm-up
-    seq = run([c], [[QUERY_STATUS % i for i in range(args.sequential)]], 1)
-    c.close()
-    c = Client.connect(server.socket_for(0))
-    pipe = run([c], [[QUERY_STATUS % i for i in range(args.burst)]], args.burst)
-    c.close()
-    clients = [Client.connect(server.socket_for(i)) for i in range(args.clients)]
-    conc = run(clients, [[QUERY_STATUS % i for i in range(args.per_client)]
-                         for _ in clients], 1)
-    for c in clients:
-        c.close()
-    c = Client.connect(server.socket_for(0))
-    run([c], [[INFO_STATUS % i for i in range(100)]], 1)
-    hmp = run([c], [[INFO_STATUS % i for i in range(args.hmp)]], 1)
-    c.close()
-    return Round(seq, pipe, conc, hmp)
+class Lean:
+    """The selectors-driven client of common.py: a few microseconds per message."""
+
+    def open(self, path: str) -> Any:
+        return Client.connect(path)
+
+    def close(self, conn: Any) -> None:
+        conn.close()
+
+    def closed_loop(self, conn: Any, template: bytes, n: int) -> Result:
+        return run([conn], [[template % i for i in range(n)]], 1)
+
+    def burst(self, path: str, template: bytes, n: int) -> Result:
+        c = Client.connect(path)
+        try:
+            return run([c], [[template % i for i in range(n)]], n)
+        finally:
+            c.close()
+
+    def concurrent(self, paths: list[str], template: bytes, per: int) -> Result:
+        clients = [Client.connect(p) for p in paths]
+        try:
+            return run(clients, [[template % i for i in range(per)] for _ in clients], 1)
+        finally:
+            for c in clients:
+                c.close()
 
 
-# -- the same measurements with an asyncio-streams client ---------------------------------------
+class Streams:
+    """asyncio StreamReader/StreamWriter, a readline per reply, as a typical asyncio client
+    does: it costs the client tens of microseconds per message, so the servers'
+    differences shrink in proportion."""
 
-async def _streams_round(server: Server, args: argparse.Namespace) -> Round:
-    """(a)-(d) with asyncio streams (readline per reply), as a typical asyncio client does;
-    it costs the client tens of microseconds per message, so the servers' differences
-    shrink in proportion."""
-    clock = time.perf_counter
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
 
-    async def connect(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _open(self, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         r, w = await asyncio.open_unix_connection(path, limit=1 << 24)
         await r.readline()
-        w.write(b'{"execute":"qmp_capabilities"}\n')
+        w.write(NEGOTIATE)
         await r.readline()
         return r, w
 
-    async def closed_loop(path: str, template: bytes, n: int,
-                          lat: list[float] | None) -> bytes:
-        r, w = await connect(path)
+    def open(self, path: str) -> Any:
+        return self.loop.run_until_complete(self._open(path))
+
+    def close(self, conn: Any) -> None:
+        conn[1].close()
+
+    async def _closed_loop(self, conn: Any, template: bytes, n: int) -> Result:
+        r, w = conn
+        clock = time.perf_counter
+        lat = []
         line = b""
+        start = clock()
         for i in range(n):
             t0 = clock()
             w.write(template % i)
             line = await r.readline()
-            if lat is not None:
-                lat.append(clock() - t0)
+            lat.append(clock() - t0)
+        return Result(clock() - start, n, lat, line.rstrip())
+
+    def closed_loop(self, conn: Any, template: bytes, n: int) -> Result:
+        return self.loop.run_until_complete(self._closed_loop(conn, template, n))
+
+    async def _burst(self, path: str, template: bytes, n: int) -> Result:
+        r, w = await self._open(path)
+        t0 = time.perf_counter()
+        w.write(b"".join(template % i for i in range(n)))
+        line = b""
+        for _ in range(n):
+            line = await r.readline()
         w.close()
-        return line
+        return Result(time.perf_counter() - t0, n, [], line.rstrip())
 
-    def result(t0: float, n: int, lat: list[float], last: bytes) -> Result:
-        return Result(clock() - t0, n, lat, last.rstrip())
+    def burst(self, path: str, template: bytes, n: int) -> Result:
+        return self.loop.run_until_complete(self._burst(path, template, n))
 
-    path = server.socket_for(0)
-    await closed_loop(path, QUERY_STATUS, 200, None)
-    lat: list[float] = []
-    t0 = clock()
-    last = await closed_loop(path, QUERY_STATUS, args.sequential, lat)
-    seq = result(t0, args.sequential, lat, last)
+    async def _concurrent(self, paths: list[str], template: bytes, per: int) -> Result:
+        conns = [await self._open(p) for p in paths]
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(self._closed_loop(c, template, per) for c in conns))
+        for c in conns:
+            c[1].close()
+        return Result(time.perf_counter() - t0, per * len(paths), [], results[0].last_line)
 
-    r, w = await connect(path)
-    t0 = clock()
-    w.write(b"".join(QUERY_STATUS % i for i in range(args.burst)))
-    for _ in range(args.burst):
-        last = await r.readline()
-    pipe = result(t0, args.burst, [], last)
-    w.close()
-
-    t0 = clock()
-    lasts = await asyncio.gather(*(closed_loop(server.socket_for(i), QUERY_STATUS,
-                                               args.per_client, None)
-                                   for i in range(args.clients)))
-    conc = result(t0, args.clients * args.per_client, [], lasts[0])
-
-    await closed_loop(path, INFO_STATUS, 100, None)
-    lat = []
-    t0 = clock()
-    last = await closed_loop(path, INFO_STATUS, args.hmp, lat)
-    hmp = result(t0, args.hmp, lat, last)
-    return Round(seq, pipe, conc, hmp)
+    def concurrent(self, paths: list[str], template: bytes, per: int) -> Result:
+        return self.loop.run_until_complete(self._concurrent(paths, template, per))
 
 
-def measure_streams(server: Server, args: argparse.Namespace) -> Round:
-    return asyncio.run(_streams_round(server, args))
+# -- one round -----------------------------------------------------------------------------------
+
+def interleaved(driver: Lean | Streams, servers: list[Server], template: bytes, total: int,
+                slices: int) -> dict[str, Result]:
+    """Closed-loop round trips on every server, `total` each, in `slices` alternating
+    slices: this machine's latency drifts over seconds, and a drift must hit every server
+    alike, not the one that happened to be measured then."""
+    conns = {s.name: driver.open(s.socket_for(0)) for s in servers}
+    try:
+        for s in servers:
+            driver.closed_loop(conns[s.name], template, 200)  # warm-up
+        per = max(1, total // slices)
+        parts: dict[str, list[Result]] = {s.name: [] for s in servers}
+        for _ in range(slices):
+            for s in servers:
+                parts[s.name].append(driver.closed_loop(conns[s.name], template, per))
+    finally:
+        for c in conns.values():
+            driver.close(c)
+    return {name: Result(sum(r.seconds for r in rs), sum(r.commands for r in rs),
+                         [x for r in rs for x in r.latencies], rs[-1].last_line)
+            for name, rs in parts.items()}
+
+
+def one_round(driver: Lean | Streams, servers: list[Server],
+              args: argparse.Namespace) -> dict[str, Round]:
+    seq = interleaved(driver, servers, QUERY_STATUS, args.sequential, args.slices)
+    hmp = interleaved(driver, servers, INFO_STATUS, args.hmp, args.slices)
+    out = {}
+    for s in servers:
+        pipe = driver.burst(s.socket_for(0), QUERY_STATUS, args.burst)
+        conc = driver.concurrent([s.socket_for(i) for i in range(args.clients)],
+                                 QUERY_STATUS, args.per_client)
+        out[s.name] = Round(seq[s.name], pipe, conc, hmp[s.name])
+    return out
 
 
 # -- cold start ----------------------------------------------------------------------------------
@@ -240,8 +289,10 @@ def report(rounds: dict[str, list[Round]], starts: list[float]) -> None:
             ("(d) HMP info status, round trips/s", "hmp", "rate"),
             ("    median latency, µs", "hmp_med", "latency")]
     has_qemu = "qemu" in rounds
+    has_before = "before" in rounds
     print(f"{'':44}" + "".join(f"{n:>11}" for n in names)
-          + f"{'sevd/QEMU':>11}" * has_qemu + f"{'sevd/ceil':>11}")
+          + f"{'sevd/QEMU':>11}" * has_qemu + f"{'sevd/ceil':>11}"
+          + f"{'sevd/before':>12}" * has_before)
     for label, key, kind in rows:
         values = m[key]
         line = f"{label:44}" + "".join(f"{values[n]:>11.1f}" for n in names)
@@ -250,11 +301,17 @@ def report(rounds: dict[str, list[Round]], starts: list[float]) -> None:
         if has_qemu:
             line += f"{ratio(values['sevd'], values['qemu']):>10.2f}x"
         line += f"{ratio(values['sevd'], values['ceiling']):>10.2f}x"
+        if has_before:
+            line += f"{ratio(values['sevd'], values['before']):>11.2f}x"
         print(line)
     own = m["seq_med"]["sevd"] - m["seq_med"]["ceiling"]
     hmp_own = m["hmp_med"]["sevd"] - m["hmp_med"]["ceiling"]
     print(f"\nsevd's own work per round trip (median latency minus the ceiling's): "
           f"query-status {own:.1f} µs, HMP info status {hmp_own:.1f} µs")
+    if has_before:
+        print(f"  before: query-status "
+              f"{m['seq_med']['before'] - m['seq_med']['ceiling']:.1f} µs, HMP info status "
+              f"{m['hmp_med']['before'] - m['hmp_med']['ceiling']:.1f} µs")
     if starts:
         print(f"(e) cold start to READY=1, existing state dir: median "
               f"{statistics.median(starts) * 1000:.0f} ms over {len(starts)} starts "
@@ -290,25 +347,43 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=16, help="clients in (c)")
     p.add_argument("--per-client", type=int, default=1000, help="commands per client in (c)")
     p.add_argument("--hmp", type=int, default=3000, help="round trips in (d)")
+    p.add_argument("--slices", type=int, default=10, help="alternating slices of (a), (d)")
     p.add_argument("--starts", type=int, default=9, help="cold starts in (e); 0 to skip")
     p.add_argument("--no-qemu", action="store_true", help="measure sevd and the ceiling only")
+    p.add_argument("--pin", choices=("split", "same", "none"), default="split",
+                   help="split (default): the client on CPU 0, every server on CPU 1; same: "
+                   "all on CPU 0 (no cross-CPU wake-ups); none: as the scheduler likes")
+    p.add_argument("--before", metavar="TREE", type=Path,
+                   help="also measure sevd run from another source tree (e.g. `git archive "
+                   "<commit> | tar -x -C TREE`), as a before/after in the same run")
     args = p.parse_args()
 
     facts = machine_facts()
     print(f"machine: {facts['nproc']} CPUs, {facts['cpu']}; Python {facts['python']}; "
           f"{facts['qemu']}")
-    print(f"client: {args.client}; {args.rounds} rounds, median round reported\n")
-    measure = measure_lean if args.client == "lean" else measure_streams
+    print(f"client: {args.client}; CPUs: {args.pin}; {args.rounds} rounds, median round "
+          "reported\n")
+    driver = Lean() if args.client == "lean" else Streams()
     servers: list[Server] = []
     try:
         servers.append(start_sevd())
+        if args.before:
+            servers.append(start_sevd(root=args.before.resolve(), name="before"))
         servers.append(start_responder())
         if not args.no_qemu:
             servers.append(start_qemu(args.clients))
+        if args.pin != "none" and (os.cpu_count() or 1) >= 2:
+            # Where the client and a server run decides a round trip here more than either
+            # program: on this VM, waking a process on the other (idle) vCPU costs ~40 µs,
+            # on the same vCPU a context switch. Unpinned, the scheduler's placement drifts
+            # and the servers' latencies jump between the two (13 vs 55 µs for the ceiling).
+            os.sched_setaffinity(0, {0})
+            for s in servers:
+                s.pin({1} if args.pin == "split" else {0})
         rounds: dict[str, list[Round]] = {s.name: [] for s in servers}
         for i in range(args.rounds):
-            for s in servers:
-                rounds[s.name].append(measure(s, args))
+            for name, r in one_round(driver, servers, args).items():
+                rounds[name].append(r)
             print(f"  round {i + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         for s in servers:
