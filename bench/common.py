@@ -277,7 +277,7 @@ def run(clients: list[Client], commands: list[list[bytes]], window: int) -> Resu
     sent = [0] * n
     answered = [0] * n
     pending_out = [b""] * n
-    started = [0] * n
+    started = [0.0] * n
     latencies: list[float] = []
     last = b""
     remaining = sum(len(c) for c in commands)

@@ -296,8 +296,10 @@ def report(rounds: dict[str, list[Round]], starts: list[float]) -> None:
     for label, key, kind in rows:
         values = m[key]
         line = f"{label:44}" + "".join(f"{values[n]:>11.1f}" for n in names)
-        # For latencies the ratio is inverted, so that above 1 always means sevd is faster.
-        ratio = (lambda a, b: a / b) if kind == "rate" else (lambda a, b: b / a)
+        def ratio(a: float, b: float, kind: str = kind) -> float:
+            # For latencies the ratio is inverted: above 1 always means sevd is faster.
+            return a / b if kind == "rate" else b / a
+
         if has_qemu:
             line += f"{ratio(values['sevd'], values['qemu']):>10.2f}x"
         line += f"{ratio(values['sevd'], values['ceiling']):>10.2f}x"

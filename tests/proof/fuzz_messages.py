@@ -23,6 +23,7 @@ listener on a random device), `guest-remove` of the fuzzed guest, and dump sizes
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 from typing import Any
@@ -70,6 +71,7 @@ class Generator:
                                             schema.commands[c].base)
                           for c in self.commands if c in schema.commands}
         self.kinds = {"valid": 0, "mutated": 0, "random": 0, "soup": 0, "special": 0}
+        self.per_command: collections.Counter[str] = collections.Counter()
 
     # -- top level ------------------------------------------------------------------------
 
@@ -94,6 +96,7 @@ class Generator:
         """A command of this scope with random arguments, serialised in a random style."""
         rng = self.rng
         name = rng.choice(self.commands)
+        self.per_command[name] += 1
         msg: dict[str, Any] = {"execute": name}
         args = self.arguments_for(name)
         if args is not None:

@@ -23,7 +23,14 @@ from proof_support import Probe, spawn
 
 from sevd.protocol import jsonwrite
 from sevd.protocol.errors import QmpError
-from sevd.protocol.session import READ_SIZE, TURN, EventHub, Limits, QmpSession
+from sevd.protocol.session import (
+    READ_SIZE,
+    TURN,
+    Dispatcher,
+    EventHub,
+    Limits,
+    QmpSession,
+)
 
 
 class Transport(asyncio.Transport):
@@ -58,7 +65,7 @@ class Endpoint:
     """Commands: `qmp_capabilities`, and `spin` that takes a millisecond of CPU."""
 
     def __init__(self) -> None:
-        self.dispatcher = self
+        self.dispatcher: Dispatcher = self
         self.hub = EventHub()
         self.limits = Limits()
         self.greeting = b'{"QMP": {}}\r\n'

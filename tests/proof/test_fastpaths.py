@@ -16,6 +16,7 @@ Proves, with hypothesis, that:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from sevd.commands.schema import Schema
 from sevd.protocol import jsonwrite
 from sevd.protocol.jsonstream import JsonStreamParser
 
+Draw = Callable[[st.SearchStrategy[Any]], Any]
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 SCHEMA = Schema()
@@ -80,7 +82,7 @@ def test_duplicate_keys_are_refused_at_any_depth() -> None:
         assert [repr(x) for x in out] == ["ParseError(desc='JSON parse error, duplicate key')"]
 
 
-def _arguments(s: dict[str, Any], base: str, draw: st.DrawFn, depth: int = 0) -> Any:
+def _arguments(s: dict[str, Any], base: str, draw: Draw, depth: int = 0) -> Any:
     """A value drawn from schema `s`, right or wrong."""
     s, base = SCHEMA.resolve(s, base)
     if depth > 4 or draw(st.integers(0, 9)) == 0:
