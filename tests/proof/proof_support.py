@@ -33,7 +33,7 @@ ERROR_CLASSES = frozenset({"GenericError", "CommandNotFound", "DeviceNotActive",
 
 def short_tmpdir() -> Path:
     """Unix socket paths are limited to 107 bytes: keep test directories short."""
-    return Path(tempfile.mkdtemp(prefix="sp", dir="/tmp"))
+    return Path(tempfile.mkdtemp(prefix="svpf", dir="/tmp"))
 
 
 def identity(profile: str = "milan") -> bytes:
