@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import inspect
 import logging
 import socket
 import struct
@@ -254,6 +256,9 @@ class QmpSession(asyncio.BufferedProtocol):
         assert self.transport is not None
         self.transport.pause_reading()
         self._task = asyncio.get_running_loop().create_task(self._finish_async(*pending))
+        # A connection lost before the task ran cancels it unstarted: the command's own
+        # coroutine was then never awaited; close it rather than leave it to the collector.
+        self._task.add_done_callback(functools.partial(_close_unstarted, pending[0]))
 
     async def _finish_async(self, result: Awaitable[str], id_json: str | None) -> None:
         self._reply(await _settle(result), id_json)
@@ -353,6 +358,11 @@ def qdict_order(keys: Iterable[str]) -> list[str]:
     indexed = list(enumerate(keys))
     indexed.sort(key=lambda ik: (_tdb_hash(ik[1]) % 512, -ik[0]))
     return [k for _, k in indexed]
+
+
+def _close_unstarted(aw: Awaitable[str], _task: object) -> None:
+    if inspect.iscoroutine(aw) and inspect.getcoroutinestate(aw) == inspect.CORO_CREATED:
+        aw.close()
 
 
 async def _settle(result: Awaitable[str]) -> tuple[bool, Any]:
