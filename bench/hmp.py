@@ -51,6 +51,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import identity
+
 ROOT = Path(__file__).resolve().parents[1]
 XP = "xp /512xg 0x100000"
 PMEM_SIZE = 64 << 20
@@ -106,21 +109,6 @@ def wait_connect(path: str, proc: subprocess.Popen[bytes] | None, what: str) -> 
 
 
 # -- the targets ------------------------------------------------------------------------------
-
-def identity(profile: str) -> bytes:
-    """The test suite's cached platform identity, else one generated once and cached."""
-    cache = ROOT / ".pytest_cache" / "sevd-identities" / f"{profile}.identity"
-    if cache.exists():
-        return cache.read_bytes()
-    from sevd.domain.psp import generate
-
-    print(f"generating a {profile} platform identity (once)...", file=sys.stderr)
-    data = generate(profile, b"sevd integration tests " + profile.encode()).to_bytes()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, cache)
-    return data
 
 
 @contextmanager

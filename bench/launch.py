@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import identity
 from qemu.qmp import ExecuteError, QMPClient
 from sevowner.measurement import expected_launch_digest, verify_launch_measurement
 from sevowner.secret import build_launch_secret
@@ -55,22 +57,6 @@ RSS_TARGET_MB = 500.0
 
 
 # -- the daemon -------------------------------------------------------------------------------
-
-def identity(profile: str) -> bytes:
-    """A platform identity for ``profile``: the test suite's cached one if present, else
-    one generated here once (RSA-4096 roots take seconds) and cached beside it."""
-    cache = ROOT / ".pytest_cache" / "sevd-identities" / f"{profile}.identity"
-    if cache.exists():
-        return cache.read_bytes()
-    from sevd.domain.psp import generate
-
-    print(f"generating a {profile} platform identity (once)...", file=sys.stderr)
-    data = generate(profile, b"sevd integration tests " + profile.encode()).to_bytes()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, cache)
-    return data
 
 
 @dataclass
