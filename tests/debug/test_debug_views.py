@@ -176,7 +176,9 @@ async def test_plain_guest_reads_equal_the_hypervisor_view(control: Qmp, dumps: 
                           (SHARED_WINDOW[0], 4096)):
             stored = await view(g, gpa, size)
             assert dump_bytes(await hmp(g, f"xp /{size // 8}xg {gpa:#x}"), 8) == stored
-        assert heartbeat_record(await view(g, HEARTBEAT, 24)) == (b"SEVDHB01", 1, 1)
+        # The workload may tick between `cont` and `stop`: at least the boot's own beat.
+        magic, beats, boots = heartbeat_record(await view(g, HEARTBEAT, 24))
+        assert (magic, boots) == (b"SEVDHB01", 1) and beats >= 1
         # The identity map: x reads the same bytes as xp.
         assert await hmp(g, f"x /64xg {HEARTBEAT:#x}") == \
             await hmp(g, f"xp /64xg {HEARTBEAT:#x}")
