@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sevd.formats.crypto import mac_equal
-from sevd.formats.measure import join_measurement, launch_measure_mac, split_measurement
+from sevd.formats.measure import (
+    join_measurement,
+    launch_measure_mac,
+    split_measurement,
+    verify_measurement,
+)
 from sevd.formats.ovmf import launch_digest
 
 __all__ = [
@@ -70,12 +74,10 @@ def verify_launch_measurement(
 ) -> bytes:
     """Check a 48-byte launch measurement; return its 32-byte MEASURE (which the
     LAUNCH_SECRET MAC needs) or raise :class:`MeasurementMismatch`."""
-    mac, mnonce = split_measurement(blob)
-    expected = launch_measure_mac(tik, api_major, api_minor, build_id, policy, digest, mnonce)
-    if not mac_equal(expected, mac):
+    if not verify_measurement(blob, tik, api_major, api_minor, build_id, policy, digest):
         raise MeasurementMismatch(
             "launch measurement mismatch: the guest was not launched with the expected "
             f"firmware/kernel (digest {digest.hex()}), API {api_major}.{api_minor} build "
             f"{build_id}, policy 0x{policy:x} and this session's TIK"
         )
-    return mac
+    return split_measurement(blob)[0]
