@@ -25,6 +25,7 @@ from sevd.domain.host import Host
 from sevd.domain.platform import SevPlatform
 from sevd.domain.psp import SevError
 from sevd.domain.sev import LaunchError, SevGuest, SevState
+from sevd.hmp.parser import DumpDefaults
 from sevd.protocol import jsonwrite
 from sevd.protocol.session import EventHub
 
@@ -51,7 +52,7 @@ class GuestSlot:
     dispatcher: Dispatcher
     socket_path: str = ""
     # HMP's sticky x/xp format and size, shared by all sessions of the guest (DESIGN §5).
-    dump_defaults: Any = None
+    dump_defaults: DumpDefaults = field(default_factory=DumpDefaults)
     next_tick: float = 0.0
     gdbserver: Any = None  # the guest's gdb stub (sevd.transports.gdb.GdbServer), if started
 

@@ -199,10 +199,7 @@ def _quit(ctx: Any, args: dict[str, Any]) -> None:
 
 
 def _defaults(ctx: Any) -> DumpDefaults:
-    slot = ctx.app.slots[ctx.the_guest.name]
-    if slot.dump_defaults is None:
-        slot.dump_defaults = DumpDefaults()
-    return slot.dump_defaults  # type: ignore[no-any-return]
+    return ctx.app.slots[ctx.the_guest.name].dump_defaults  # type: ignore[no-any-return]
 
 
 def _registers(ctx: Any, name: str) -> int | None:
