@@ -18,7 +18,7 @@ def query_uuid(ctx: Ctx, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def mem_encryption(ctx: Ctx) -> bool:
-    return bool(getattr(ctx.the_guest, "sev", None))
+    return ctx.the_guest.sev is not None
 
 
 @command("query-kvm", GUEST)
